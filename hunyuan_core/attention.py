@@ -1,0 +1,58 @@
+"""Self- and cross-attention of a Hunyuan-DiT block: per-head LayerNorm on q/k, 2-D RoPE, SDPA.
+
+Scores go through ``F.scaled_dot_product_attention``, whose kernels accumulate in fp32; the official
+fp16 path that multiplied q and k in half precision produced black images.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .rope import apply_rope
+
+Rope = tuple[torch.Tensor, torch.Tensor]
+
+
+class SelfAttention(nn.Module):
+    """Image-token self-attention (``attn1``): fused ``Wqkv``, RoPE on q and k."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.Wqkv = nn.Linear(dim, 3 * dim)
+        self.q_norm = nn.LayerNorm(self.head_dim, eps=1e-6)
+        self.k_norm = nn.LayerNorm(self.head_dim, eps=1e-6)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, rope: Rope) -> torch.Tensor:
+        b, s, _ = x.shape
+        q, k, v = self.Wqkv(x).view(b, s, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q = apply_rope(self.q_norm(q), *rope)
+        k = apply_rope(self.k_norm(k), *rope)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.out_proj(out.transpose(1, 2).reshape(b, s, -1))
+
+
+class CrossAttention(nn.Module):
+    """Image-to-text attention (``attn2``): q from image tokens (RoPE on q only), k/v from the 333 text tokens."""
+
+    def __init__(self, dim: int, context_dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.q_proj = nn.Linear(dim, dim)
+        self.kv_proj = nn.Linear(context_dim, 2 * dim)
+        self.q_norm = nn.LayerNorm(self.head_dim, eps=1e-6)
+        self.k_norm = nn.LayerNorm(self.head_dim, eps=1e-6)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, rope: Rope) -> torch.Tensor:
+        b, s, _ = x.shape
+        q = self.q_proj(x).view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
+        k, v = self.kv_proj(context).view(b, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q = apply_rope(self.q_norm(q), *rope)
+        out = F.scaled_dot_product_attention(q, self.k_norm(k), v)
+        return self.out_proj(out.transpose(1, 2).reshape(b, s, -1))

@@ -1,0 +1,104 @@
+"""DiT architecture, inferred from the weights so that the 1.5B release and a tiny test model share one path."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .errors import ModelFileError
+
+SIZE_COND_DIM = 6 * 256  # six image_meta_size scalars, 256 sinusoid features each
+
+# Keys every Hunyuan-DiT checkpoint has (official names); used to tell a DiT from any other file.
+REQUIRED_KEYS = (
+    "text_embedding_padding",
+    "mlp_t5.0.weight",
+    "pooler.positional_embedding",
+    "pooler.c_proj.weight",
+    "x_embedder.proj.weight",
+    "extra_embedder.0.weight",
+    "blocks.0.attn1.q_norm.weight",
+    "final_layer.linear.weight",
+)
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """Hyper-parameters of HunYuanDiT; the defaults are DiT-g/2 v1.2 (every released checkpoint is DiT-g/2)."""
+
+    depth: int = 40
+    hidden_size: int = 1408
+    num_heads: int = 16
+    mlp_hidden: int = 6144
+    patch_size: int = 2
+    in_channels: int = 4
+    out_channels: int = 8
+    text_dim: int = 1024
+    t5_dim: int = 2048
+    text_len: int = 77
+    t5_len: int = 256
+    pooled_dim: int = 1024
+    pooler_heads: int = 8
+    size_cond: bool = False
+    style_cond: bool = False
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def extra_in_dim(self) -> int:
+        return self.pooled_dim + (SIZE_COND_DIM if self.size_cond else 0) + (self.hidden_size if self.style_cond else 0)
+
+    @property
+    def learn_sigma(self) -> bool:
+        return self.out_channels == 2 * self.in_channels
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_state_dict(cls, sd: Mapping[str, torch.Tensor], where: str = "checkpoint") -> "DiTConfig":
+        """Read the architecture off official-named weights; raise ModelFileError if they are not a Hunyuan-DiT."""
+        missing = [k for k in REQUIRED_KEYS if k not in sd]
+        if missing:
+            sample = ", ".join(list(sd)[:5]) or "no tensors"
+            raise ModelFileError(
+                f"{where}: not a Hunyuan-DiT checkpoint: expected keys such as {', '.join(missing[:3])}; "
+                f"found {len(sd)} tensors starting with: {sample}"
+            )
+        hidden, in_ch, patch, _ = sd["x_embedder.proj.weight"].shape
+        head_dim = sd["blocks.0.attn1.q_norm.weight"].shape[0]
+        block_ids = {int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))}
+        depth = max(block_ids) + 1
+        if block_ids != set(range(depth)):
+            raise ModelFileError(f"{where}: incomplete Hunyuan-DiT checkpoint: blocks {sorted(set(range(depth)) - block_ids)} missing")
+        t5_len = sd["pooler.positional_embedding"].shape[0] - 1
+        pooled_dim = sd["pooler.c_proj.weight"].shape[0]
+        style_cond = "style_embedder.weight" in sd
+        extra_in = sd["extra_embedder.0.weight"].shape[1]
+        size_part = extra_in - pooled_dim - (hidden if style_cond else 0)
+        if size_part not in (0, SIZE_COND_DIM):
+            raise ModelFileError(
+                f"{where}: extra_embedder.0.weight takes {extra_in} inputs; expected {pooled_dim} (v1.2) or "
+                f"{pooled_dim + SIZE_COND_DIM + hidden} (v1.0/v1.1 with size and style conditioning)"
+            )
+        return cls(
+            depth=depth,
+            hidden_size=hidden,
+            num_heads=hidden // head_dim,
+            mlp_hidden=sd["blocks.0.mlp.fc1.weight"].shape[0],
+            patch_size=patch,
+            in_channels=in_ch,
+            out_channels=sd["final_layer.linear.weight"].shape[0] // (patch * patch),
+            text_dim=sd["text_embedding_padding"].shape[1],
+            t5_dim=sd["mlp_t5.0.weight"].shape[1],
+            text_len=sd["text_embedding_padding"].shape[0] - t5_len,
+            t5_len=t5_len,
+            pooled_dim=pooled_dim,
+            size_cond=size_part == SIZE_COND_DIM,
+            style_cond=style_cond,
+        )

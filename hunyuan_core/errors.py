@@ -1,0 +1,13 @@
+"""Errors a user can act on: each message says what was expected, what was found and where."""
+
+
+class HunyuanError(Exception):
+    """Base class for every error the core raises on purpose (the CLI prints it as one line)."""
+
+
+class ModelFileError(HunyuanError):
+    """A model file or folder is missing, truncated, unsafe, or not what the caller asked for."""
+
+
+class InputError(HunyuanError, ValueError):
+    """A user argument (size, prompt, sampler name, ...) is out of range or malformed."""
