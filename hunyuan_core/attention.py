@@ -49,10 +49,15 @@ class CrossAttention(nn.Module):
         self.k_norm = nn.LayerNorm(self.head_dim, eps=1e-6)
         self.out_proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, rope: Rope) -> torch.Tensor:
+    def context_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised keys and values of the text tokens [B, heads, L, head_dim]; constant over sampling steps."""
+        b = context.shape[0]
+        k, v = self.kv_proj(context).view(b, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return self.k_norm(k), v
+
+    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], rope: Rope) -> torch.Tensor:
         b, s, _ = x.shape
         q = self.q_proj(x).view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
-        k, v = self.kv_proj(context).view(b, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q = apply_rope(self.q_norm(q), *rope)
-        out = F.scaled_dot_product_attention(q, self.k_norm(k), v)
+        out = F.scaled_dot_product_attention(q, *kv)
         return self.out_proj(out.transpose(1, 2).reshape(b, s, -1))

@@ -4,6 +4,8 @@ the keys of ``pytorch_model_ema.pt``). Reference: reference/hunyuandit-official.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -58,12 +60,17 @@ class HunyuanDiTBlock(nn.Module):
             self.skip_norm = self.skip_linear = None
 
     def forward(
-        self, x: torch.Tensor, c: torch.Tensor, text: torch.Tensor, rope: Rope, skip: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        c: torch.Tensor,
+        text_kv: tuple[torch.Tensor, torch.Tensor],
+        rope: Rope,
+        skip: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if self.skip_linear is not None:
             x = self.skip_linear(self.skip_norm(torch.cat([x, skip], dim=-1)))
         x = x + self.attn1(self.norm1(x) + self.default_modulation(c).unsqueeze(1), rope)
-        x = x + self.attn2(self.norm3(x), text, rope)
+        x = x + self.attn2(self.norm3(x), text_kv, rope)
         return x + self.mlp(self.norm2(x))
 
 
@@ -90,6 +97,18 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x).flatten(2).transpose(1, 2)
+
+
+@dataclass
+class TextContext:
+    """Everything the DiT derives from the prompts alone: the same at every sampling step, so computed once.
+
+    ``extra`` is ``extra_embedder(pooled mT5 [+ size, style])``; ``kv`` holds each block's cross-attention
+    keys and values.
+    """
+
+    extra: torch.Tensor
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
 
 
 class HunyuanDiT(nn.Module):
@@ -140,52 +159,65 @@ class HunyuanDiT(nn.Module):
         mask = torch.cat([text_embedding_mask, text_embedding_mask_t5], dim=-1).bool()
         return torch.where(mask.unsqueeze(2), text, self.text_embedding_padding.to(text))
 
-    def conditioning(
+    def text_context(
         self,
-        t: torch.Tensor,
-        encoder_hidden_states_t5: torch.Tensor,
-        image_meta_size: torch.Tensor | None = None,
-        style: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """The vector ``c`` that modulates every block: timestep + pooled mT5 (+ size and style for <= v1.1)."""
-        b = encoder_hidden_states_t5.shape[0]
-        extra = [self.pooler(encoder_hidden_states_t5)]
-        if self.config.size_cond:
-            if image_meta_size is None:
-                raise ValueError("this DiT (v1.0/v1.1) needs image_meta_size [B, 6]")
-            extra.append(timestep_embedding(image_meta_size.reshape(-1), 256).to(extra[0].dtype).view(b, -1))
-        if self.config.style_cond:
-            if style is None:
-                style = torch.zeros(b, dtype=torch.long, device=encoder_hidden_states_t5.device)
-            extra.append(self.style_embedder(style).to(extra[0].dtype))
-        return self.t_embedder(t) + self.extra_embedder(torch.cat(extra, dim=1))
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        t: torch.Tensor,
         encoder_hidden_states: torch.Tensor,
         text_embedding_mask: torch.Tensor,
         encoder_hidden_states_t5: torch.Tensor,
         text_embedding_mask_t5: torch.Tensor,
         image_meta_size: torch.Tensor | None = None,
         style: torch.Tensor | None = None,
+    ) -> TextContext:
+        """Precompute the prompt-dependent half of the forward pass (pass it as ``context=`` on every step)."""
+        dtype = self.dtype
+        t5 = encoder_hidden_states_t5.to(dtype)
+        text = self.text_states(encoder_hidden_states.to(dtype), text_embedding_mask, t5, text_embedding_mask_t5)
+        b = t5.shape[0]
+        extra = [self.pooler(t5)]
+        if self.config.size_cond:
+            if image_meta_size is None:
+                raise ValueError("this DiT (v1.0/v1.1) needs image_meta_size [B, 6]")
+            extra.append(timestep_embedding(image_meta_size.reshape(-1), 256).to(dtype).view(b, -1))
+        if self.config.style_cond:
+            if style is None:
+                style = torch.zeros(b, dtype=torch.long, device=t5.device)
+            extra.append(self.style_embedder(style).to(dtype))
+        return TextContext(
+            extra=self.extra_embedder(torch.cat(extra, dim=1)),
+            kv=[block.attn2.context_kv(text) for block in self.blocks],
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        text_embedding_mask: torch.Tensor | None = None,
+        encoder_hidden_states_t5: torch.Tensor | None = None,
+        text_embedding_mask_t5: torch.Tensor | None = None,
+        image_meta_size: torch.Tensor | None = None,
+        style: torch.Tensor | None = None,
         image_rotary_emb: Rope | None = None,
+        context: TextContext | None = None,
     ) -> torch.Tensor:
-        """Denoise latents ``x`` [B, C, H, W] at timesteps ``t`` [B]; returns [B, out_channels, H, W]."""
+        """Denoise latents ``x`` [B, C, H, W] at timesteps ``t`` [B]; returns [B, out_channels, H, W].
+
+        Give either the text inputs or a ``context`` from :meth:`text_context` (the fast path for sampling).
+        """
         cfg = self.config
         b, _, h, w = x.shape
         gh, gw = h // cfg.patch_size, w // cfg.patch_size
         rope = image_rotary_emb if image_rotary_emb is not None else self.rope(gh, gw, x.device)
-        dtype = self.dtype
-        text = self.text_states(
-            encoder_hidden_states.to(dtype), text_embedding_mask, encoder_hidden_states_t5.to(dtype), text_embedding_mask_t5
-        )
-        c = self.conditioning(t.to(x.device), encoder_hidden_states_t5.to(dtype), image_meta_size, style)
-        x = self.x_embedder(x.to(dtype))
+        if context is None:
+            context = self.text_context(
+                encoder_hidden_states, text_embedding_mask, encoder_hidden_states_t5, text_embedding_mask_t5,
+                image_meta_size, style,
+            )
+        c = self.t_embedder(t.to(x.device)) + context.extra
+        x = self.x_embedder(x.to(self.dtype))
         skips = []
         for i, block in enumerate(self.blocks):
-            x = block(x, c, text, rope, skips.pop() if i > cfg.depth // 2 else None)
+            x = block(x, c, context.kv[i], rope, skips.pop() if i > cfg.depth // 2 else None)
             if i < cfg.depth // 2 - 1:
                 skips.append(x)
         x = self.final_layer(x, c)

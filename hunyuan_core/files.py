@@ -154,3 +154,33 @@ def read_state_dict(
 ) -> StateDict:
     """Read a weights file and unwrap it to a flat ``{name: tensor}`` dict (CPU, memory-mapped where possible)."""
     return unwrap_state_dict(read_checkpoint(path, what), tuple(containers), f"{what} '{path}'")
+
+
+def _folder_shards(folder: Path) -> list[Path]:
+    for ext in (".safetensors", ".bin"):
+        index = sorted(folder.glob(f"*{ext}.index.json"))
+        if index:
+            try:
+                weight_map = json.loads(index[0].read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError) as exc:
+                raise ModelFileError(f"'{index[0]}' is not a valid shard index ({exc})") from None
+            return [folder / name for name in sorted(set(weight_map.values()))]
+        files = sorted(p for p in folder.glob(f"*{ext}") if p.is_file())
+        plain = [p for p in files if p.name.count(".") == 1]  # drop variants such as *.fp16.safetensors
+        if plain or files:
+            return plain or files[:1]
+    return []
+
+
+def read_folder_state_dict(folder: str | os.PathLike, what: str = "model folder") -> StateDict:
+    """Read the weights of a Hugging Face style folder (``*.safetensors``, else ``*.bin``; sharded or not)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelFileError(f"{what} not found: '{folder}' is not a folder")
+    shards = _folder_shards(folder)
+    if not shards:
+        raise ModelFileError(f"{what}: no weights in '{folder}' (expected *.safetensors or pytorch_model*.bin)")
+    out: StateDict = {}
+    for shard in shards:
+        out.update(read_state_dict(shard, what=what))
+    return out

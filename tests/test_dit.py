@@ -80,6 +80,16 @@ def test_forward_matches_diffusers(size_cond, hw):
     assert (ours - theirs).abs().max().item() <= 1e-5
 
 
+@pytest.mark.parametrize("size_cond", [False, True], ids=["v1.2", "v1.1"])
+def test_precomputed_text_context_gives_the_same_output(size_cond):
+    dit = random_dit(size_cond)
+    a = inputs(dit.config, 96, 128)
+    with torch.no_grad():
+        ctx = dit.text_context(a["encoder_hidden_states"], a["text_embedding_mask"], a["encoder_hidden_states_t5"],
+                               a["text_embedding_mask_t5"], a["image_meta_size"], a["style"])
+        assert torch.equal(dit(**a), dit(a["x"], a["t"], context=ctx))
+
+
 def test_rope_inside_forward_is_the_official_one():
     dit = random_dit(False)
     a = inputs(dit.config, 96, 160)

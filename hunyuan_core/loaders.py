@@ -1,0 +1,152 @@
+"""Turn whatever the user has on disk into ready modules: ``load_dit``, ``load_text_encoder``, ``load_vae``.
+
+Weights are read once (safetensors memory-mapped), renamed to the official names, and assigned into a
+module built on the meta device, so they materialise exactly once in the target dtype and device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from .config import DiTConfig
+from .dit import HunyuanDiT
+from .errors import InputError, ModelFileError
+from .files import StateDict, read_checkpoint, read_folder_state_dict, unwrap_state_dict
+from .keys import to_official
+from .layouts import SINGLE_FILE_TEXT_PREFIX, SINGLE_FILE_VAE_PREFIX, ModelFiles, find_model_files
+from .versions import detect_version
+
+DTYPES = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+          "fp32": torch.float32, "float32": torch.float32}
+PathLike = str | os.PathLike
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` -> CUDA when available, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """``None``/``"auto"`` -> fp16 on GPUs (the official precision), fp32 on CPU (fp16 matmuls are slow there)."""
+    if dtype is None or dtype == "auto":
+        return torch.float16 if device.type in ("cuda", "mps", "xpu") else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise InputError(f"unknown dtype '{dtype}': choose auto, fp16, bf16 or fp32")
+    return DTYPES[dtype]
+
+
+def _container_order(variant: str | None) -> tuple[str, ...]:
+    # DeepSpeed saves {"module": ..., "ema": ...}; the requested variant wins, EMA otherwise.
+    order = ["ema", "module", "state_dict", "model"]
+    if variant in order:
+        order.remove(variant)
+        order.insert(0, variant)
+    return tuple(order)
+
+
+def build_dit(sd: Mapping[str, torch.Tensor], device=None, dtype=None, where: str = "state dict") -> HunyuanDiT:
+    """Build a HunyuanDiT from weights in any accepted naming; the module keeps no copy of ``sd``."""
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    sd = to_official(sd)
+    config = DiTConfig.from_state_dict(sd, where)
+    with torch.device("meta"):
+        dit = HunyuanDiT(config)
+    expected = dit.state_dict().keys()
+    missing = sorted(set(expected) - set(sd))
+    if missing:
+        raise ModelFileError(f"{where}: incomplete Hunyuan-DiT weights, {len(missing)} missing, e.g. {', '.join(missing[:4])}")
+    unexpected = sorted(set(sd) - set(expected))
+    if unexpected:
+        warnings.warn(f"{where}: ignoring {len(unexpected)} tensors that are not part of the DiT, e.g. {', '.join(unexpected[:4])}")
+    weights = {k: sd[k].to(device=device, dtype=dtype) for k in expected}
+    dit.load_state_dict(weights, strict=True, assign=True)
+    dit.version = detect_version(config)
+    return dit.eval().requires_grad_(False)
+
+
+def _single_file_part(sd: Mapping[str, torch.Tensor], prefix: str) -> StateDict:
+    return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+
+
+def _read_dit_weights(files: ModelFiles) -> StateDict:
+    if files.dit.is_dir():
+        return read_folder_state_dict(files.dit, what="DiT weights")
+    return unwrap_state_dict(read_checkpoint(files.dit, "DiT weights"), _container_order(files.variant), f"DiT weights '{files.dit}'")
+
+
+def load_dit(path_or_state_dict: PathLike | Mapping[str, torch.Tensor], device=None, dtype=None, variant: str | None = None) -> HunyuanDiT:
+    """Load the DiT from any layout (official tree, diffusers folder, all-in-one file, DiT-only file) or a state dict."""
+    if isinstance(path_or_state_dict, Mapping):
+        return build_dit(path_or_state_dict, device, dtype)
+    files = find_model_files(path_or_state_dict, variant)
+    if variant is not None and files.layout != "official":
+        files.variant = variant
+    return build_dit(_read_dit_weights(files), device, dtype, where=f"'{files.dit}'")
+
+
+def load_text_encoder(path: PathLike, device=None, dtype=None, bert_vocab: PathLike | None = None):
+    """Load BERT + mT5 with their tokenizers from an official tree, a diffusers folder or an all-in-one file."""
+    from .text_encoder import load_text_encoder_from_folders, load_text_encoder_from_single_file
+
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    files = find_model_files(path)
+    if files.is_single_file:
+        _, text, _ = split_single_file(files.dit)
+        return load_text_encoder_from_single_file(text, bert_vocab=bert_vocab, device=device, dtype=dtype)
+    if files.text_encoder is None:
+        raise ModelFileError(
+            f"'{path}' holds only a DiT; the text encoders (BERT + mT5) come from an official ckpts/t2i folder, "
+            "a diffusers folder or an all-in-one .safetensors file"
+        )
+    te = files.text_encoder
+    return load_text_encoder_from_folders(te.bert, te.bert_tokenizer, te.mt5, te.mt5_tokenizer, device=device, dtype=dtype)
+
+
+def _is_vae_folder(path: Path) -> bool:
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        return False
+    try:
+        return json.loads(cfg.read_text()).get("_class_name") == "AutoencoderKL"
+    except (json.JSONDecodeError, OSError):
+        return False
+
+
+def load_vae(path: PathLike, device=None, dtype=None):
+    """Load the SDXL VAE from a model (any layout), a VAE folder, or a VAE weights file (LDM or diffusers names)."""
+    from .vae import load_vae_from_folder, load_vae_from_ldm_state_dict
+
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    p = Path(path).expanduser()
+    if p.is_dir() and _is_vae_folder(p):
+        return load_vae_from_folder(p, device=device, dtype=dtype)
+    files = find_model_files(p)
+    if files.vae is not None:
+        return load_vae_from_folder(files.vae, device=device, dtype=dtype)
+    sd = unwrap_state_dict(read_checkpoint(files.dit, "VAE weights"), ("state_dict",), f"VAE weights '{files.dit}'")
+    part = _single_file_part(sd, SINGLE_FILE_VAE_PREFIX) if files.is_single_file else sd
+    if not part:
+        raise ModelFileError(f"'{files.dit}' has no VAE weights (expected keys under '{SINGLE_FILE_VAE_PREFIX}')")
+    return load_vae_from_ldm_state_dict(part, device=device, dtype=dtype)
+
+
+def split_single_file(path: Path) -> tuple[StateDict, StateDict, StateDict]:
+    """Read an all-in-one file once; return its (DiT, text-encoder, VAE) parts."""
+    sd = read_checkpoint(path, "all-in-one checkpoint")
+    text = {k: v for k, v in sd.items() if k.startswith(SINGLE_FILE_TEXT_PREFIX)}
+    vae = _single_file_part(sd, SINGLE_FILE_VAE_PREFIX)
+    dit = {k: v for k, v in sd.items() if not k.startswith((SINGLE_FILE_TEXT_PREFIX, SINGLE_FILE_VAE_PREFIX))}
+    return dit, text, vae

@@ -1,0 +1,170 @@
+"""Text-to-image end to end: encode the prompts, sample the DiT, decode with the VAE."""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .dit import HunyuanDiT
+from .errors import InputError
+from .layouts import find_model_files
+from .loaders import build_dit, load_dit, load_text_encoder, load_vae, resolve_device, resolve_dtype, split_single_file
+from .sampling import Progress, sample
+from .text_encoder import DEFAULT_NEGATIVE_PROMPT, BilingualTextEncoder, TextEmbeddings
+from .vae import decode_latents, encode_images
+
+MAX_SEED = 2**32 - 1
+
+
+@dataclass
+class PipelineOutput:
+    """Images with the seed each one was drawn with, and their scaled latents."""
+
+    images: list[Image.Image]
+    seeds: list[int]
+    latents: torch.Tensor
+
+
+def pil_to_tensor(image: Image.Image | torch.Tensor, width: int, height: int, mode: str = "RGB") -> torch.Tensor:
+    """PIL image (or [B,C,H,W] / [C,H,W] tensor in 0..1) -> float tensor [B,C,height,width] in 0..1."""
+    if isinstance(image, torch.Tensor):
+        t = image[None] if image.ndim == 3 else image
+        if t.shape[-2:] != (height, width):
+            t = torch.nn.functional.interpolate(t.float(), size=(height, width), mode="bicubic", align_corners=False)
+        return t.float().clamp(0, 1)
+    image = image.convert(mode)
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.LANCZOS)
+    arr = np.asarray(image, dtype=np.float32) / 255.0
+    arr = arr[..., None] if arr.ndim == 2 else arr
+    return torch.from_numpy(arr).permute(2, 0, 1)[None]
+
+
+def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """[B,3,H,W] in 0..1 -> PIL RGB images."""
+    arr = (images.float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255.0).round().astype(np.uint8)
+    return [Image.fromarray(a) for a in arr]
+
+
+class HunyuanDiTPipeline:
+    """DiT + bilingual text encoder + SDXL VAE. ``beta_end`` overrides the release's default schedule end."""
+
+    def __init__(self, dit: HunyuanDiT, text_encoder: BilingualTextEncoder, vae, beta_end: float | None = None):
+        self.dit = dit
+        self.text_encoder = text_encoder
+        self.vae = vae
+        self.beta_end = beta_end
+
+    @property
+    def version(self) -> str:
+        return self.dit.version
+
+    @property
+    def device(self) -> torch.device:
+        return self.dit.device
+
+    def to(self, device: str | torch.device) -> "HunyuanDiTPipeline":
+        self.dit.to(device)
+        self.text_encoder.to(device)
+        self.vae.to(device)
+        return self
+
+    def encode_prompt(self, prompt: str | list[str] | TextEmbeddings, negative: bool = False) -> TextEmbeddings:
+        """Encode once, reuse for many samples. An empty negative means the official default negative prompt."""
+        if isinstance(prompt, TextEmbeddings):
+            return prompt
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts:
+            raise InputError("no prompt given")
+        if negative:
+            prompts = [p if p and p.strip() else DEFAULT_NEGATIVE_PROMPT for p in prompts]
+        elif any(not p or not p.strip() for p in prompts):
+            raise InputError("the prompt is empty: describe the image to draw (Chinese or English)")
+        return self.text_encoder.encode(prompts)
+
+    def __call__(
+        self,
+        prompt: str | list[str] | TextEmbeddings,
+        negative_prompt: str | list[str] | TextEmbeddings | None = None,
+        width: int = 1024,
+        height: int = 1024,
+        steps: int = 50,
+        guidance_scale: float = 6.0,
+        seed: int | None = 42,
+        sampler: str = "ddpm",
+        batch_size: int = 1,
+        latents: torch.Tensor | None = None,
+        guidance_rescale: float = 0.0,
+        image: Image.Image | torch.Tensor | None = None,
+        strength: float = 0.8,
+        mask: Image.Image | torch.Tensor | None = None,
+        beta_end: float | None = None,
+        tiled_decode: bool = False,
+        progress: Progress | None = None,
+        cancel=None,
+    ) -> PipelineOutput:
+        """Generate images. ``image`` (+ ``strength``) is img2img, ``mask`` (white = repaint) inpaints ``image``.
+
+        ``seed`` None draws a random one; image i of a batch uses ``seed + i``.
+        """
+        if seed is None:
+            seed = random.randint(0, MAX_SEED)
+        positive = self.encode_prompt(prompt)
+        neg = self.encode_prompt(negative_prompt if negative_prompt is not None else "", negative=True)
+        init = mask_t = None
+        if image is not None:
+            pixels = pil_to_tensor(image, width, height).to(self.vae.device, self.vae.dtype)
+            gen = torch.Generator("cpu").manual_seed(seed)
+            init = encode_images(self.vae, pixels, generator=gen)
+        elif mask is not None:
+            raise InputError("a mask needs the image to inpaint: pass image= as well")
+        if mask is not None:
+            mask_t = pil_to_tensor(mask, width, height, mode="L")
+        lat = sample(
+            self.dit, positive, neg, width=width, height=height, steps=steps, guidance_scale=guidance_scale,
+            guidance_rescale=guidance_rescale, sampler=sampler, seed=seed, batch_size=batch_size, latents=latents,
+            init_latents=init, strength=strength if image is not None else 1.0, mask=mask_t,
+            beta_end=beta_end or self.beta_end, progress=progress, cancel=cancel,
+        )
+        with torch.no_grad():
+            pixels = decode_latents(self.vae, lat.to(self.vae.device, self.vae.dtype), tiled=tiled_decode)
+        return PipelineOutput(tensor_to_pil(pixels), [seed + i for i in range(lat.shape[0])], lat)
+
+
+def load_pipeline(
+    path: str | os.PathLike,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    variant: str | None = None,
+    bert_vocab: str | os.PathLike | None = None,
+    beta_end: float | None = None,
+) -> HunyuanDiTPipeline:
+    """Load a complete model from an official tree, a diffusers folder or a ComfyUI all-in-one file."""
+    from .text_encoder import load_text_encoder_from_single_file
+    from .vae import load_vae_from_ldm_state_dict
+
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    files = find_model_files(path, variant)
+    if files.layout == "dit-only":
+        raise InputError(
+            f"'{path}' is a DiT-only file: a full pipeline also needs the text encoders and VAE. Point to an "
+            "official ckpts folder, a diffusers folder or an all-in-one file, or build the parts with "
+            "load_dit / load_text_encoder / load_vae"
+        )
+    if files.is_single_file:
+        dit_sd, text_sd, vae_sd = split_single_file(Path(files.dit))
+        dit = build_dit(dit_sd, device, dtype, where=f"'{files.dit}'")
+        text_encoder = load_text_encoder_from_single_file(text_sd, bert_vocab=bert_vocab, device=device, dtype=dtype)
+        vae = load_vae_from_ldm_state_dict(vae_sd, device=device, dtype=dtype)
+    else:
+        dit = load_dit(path, device, dtype, variant)
+        text_encoder = load_text_encoder(path, device, dtype)
+        vae = load_vae(path, device, dtype)
+    return HunyuanDiTPipeline(dit, text_encoder, vae, beta_end=beta_end)
