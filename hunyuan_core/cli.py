@@ -67,6 +67,15 @@ def _make_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert(args: argparse.Namespace) -> int:
+    from .convert import save_pipeline
+    from .pipeline import load_pipeline
+
+    pipe = load_pipeline(args.model, device="cpu", dtype=args.dtype, variant=args.variant, bert_vocab=args.bert_vocab)
+    print(save_pipeline(pipe, args.out, args.layout))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .samplers import SAMPLERS
 
@@ -100,6 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--version", default="1.2", choices=["1.2", "1.1"])
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=_make_tiny)
+
+    c = sub.add_parser("convert", help="rewrite a model in another file layout (official, diffusers, comfy)")
+    c.add_argument("--model", required=True, help="official ckpts folder, diffusers folder or all-in-one .safetensors")
+    c.add_argument("--layout", required=True, choices=["official", "diffusers", "comfy"])
+    c.add_argument("--out", type=Path, required=True, help="folder (or .safetensors path for comfy)")
+    c.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32"], help="stored precision (default fp16)")
+    c.add_argument("--variant", default=None, help="official weights: ema, module, distill or merge")
+    c.add_argument("--bert-vocab", default=None, help="BERT vocab.txt for an all-in-one file")
+    c.set_defaults(func=_convert)
 
     from .rewriter.cli import add_parser as add_chat
     from .upscaler.cli import add_parser as add_upscale

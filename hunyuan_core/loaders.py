@@ -140,6 +140,11 @@ def load_vae(path: PathLike, device=None, dtype=None):
     part = _single_file_part(sd, SINGLE_FILE_VAE_PREFIX) if files.is_single_file else sd
     if not part:
         raise ModelFileError(f"'{files.dit}' has no VAE weights (expected keys under '{SINGLE_FILE_VAE_PREFIX}')")
+    if any(".up_blocks." in k for k in part):  # diffusers names in a bare file: bring them to LDM names
+        from .convert import vae_to_ldm
+
+        levels = len({k.split(".")[2] for k in part if k.startswith("encoder.down_blocks.")})
+        part = vae_to_ldm(part, levels)
     return load_vae_from_ldm_state_dict(part, device=device, dtype=dtype)
 
 

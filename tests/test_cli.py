@@ -10,12 +10,12 @@ from hunyuan_core.cli import main
 
 
 def test_generate_with_tiny_model(tmp_path, capsys):
-    code = main(["generate", "--model", "tiny", "--prompt", "一只猫", "--width", "64", "--height", "48",
+    code = main(["generate", "--model", "tiny", "--prompt", "一只猫", "--width", "64", "--height", "96",
                  "--steps", "2", "--batch", "2", "--seed", "5", "--out", str(tmp_path)])
     assert code == 0
     files = sorted(tmp_path.glob("*.png"))
     assert [f.name for f in files] == ["hunyuan_5_00.png", "hunyuan_6_01.png"]
-    assert Image.open(files[0]).size == (64, 48)
+    assert Image.open(files[0]).size == (64, 96)
     assert "2/2" in capsys.readouterr().err  # progress bar
 
 
@@ -45,3 +45,14 @@ def test_bad_input_exits_nonzero_with_one_line(tmp_path):
 def test_size_error_is_one_line(tmp_path, capsys):
     assert main(["generate", "--model", "tiny", "--prompt", "x", "--width", "100", "--out", str(tmp_path)]) == 2
     assert "nearest valid size: 96x1024" in capsys.readouterr().err
+
+
+def test_convert_command(tiny_official, tmp_path):
+    import torch
+
+    import hunyuan_core as hy
+
+    assert main(["convert", "--model", str(tiny_official), "--layout", "diffusers", "--out", str(tmp_path / "d")]) == 0
+    a = hy.load_dit(tiny_official, device="cpu").state_dict()
+    b = hy.load_dit(tmp_path / "d", device="cpu").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # tiny weights are fp16-exact, so fp16 storage loses nothing

@@ -1,0 +1,18 @@
+"""hunyuan_core: Tencent Hunyuan-DiT for Python scripts, with no dependency on ComfyUI.
+
+    import hunyuan_core as hy
+    pipe = hy.load_pipeline("ckpts")              # official tree, diffusers folder or all-in-one file
+    image = pipe("一只戴着墨镜的柴犬", seed=42).images[0]
+"""
+
+from .errors import HunyuanError, InputError, ModelFileError
+from .loaders import load_dit, load_text_encoder, load_vae
+from .pipeline import HunyuanDiTPipeline, PipelineOutput, load_pipeline
+from .samplers import SAMPLERS
+from .sampling import sample
+from .sizes import PRESETS
+
+__all__ = [
+    "HunyuanDiTPipeline", "HunyuanError", "InputError", "ModelFileError", "PRESETS", "PipelineOutput", "SAMPLERS",
+    "load_dit", "load_pipeline", "load_text_encoder", "load_vae", "sample",
+]

@@ -1,0 +1,203 @@
+"""The SDXL VAE (diffusers ``AutoencoderKL``): loading from every layout, encode/decode in DiT latent space.
+
+Latents handed to and returned by this module are *scaled* (DiT space): ``z_dit = (z_vae - shift) * scaling``
+with SDXL's scaling factor 0.13025 (reference/hunyuandit-official.md §3). Weights are read through
+:mod:`hunyuan_core.files` and materialised once, in the requested dtype and device, into a model built on
+the meta device. ComfyUI all-in-one files store the VAE with the original LDM names; those are converted
+by diffusers' own converter with a configuration inferred from the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from .errors import InputError, ModelFileError
+from .files import read_state_dict
+
+SDXL_SCALING_FACTOR = 0.13025
+SDXL_SAMPLE_SIZE = 1024
+LDM_NORM_GROUPS = 32  # GroupNorm group count is not stored in weights; every LDM/SDXL VAE uses 32
+
+_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+# Attention names of VAE files saved by diffusers < 0.15 (still found in old downloads) -> current names.
+_OLD_ATTENTION_NAMES = ((".query.", ".to_q."), (".key.", ".to_k."), (".value.", ".to_v."), (".proj_attn.", ".to_out.0."))
+
+
+def _resolve(device: torch.device | str | None, dtype: torch.dtype | None) -> tuple[torch.device, torch.dtype]:
+    """Default placement: CPU, fp32 (the official pipeline runs the VAE in fp32; it is small)."""
+    return torch.device(device if device is not None else "cpu"), dtype or torch.float32
+
+
+def _assemble(config: dict, sd: Mapping[str, torch.Tensor], device: torch.device, dtype: torch.dtype, what: str):
+    """Build ``AutoencoderKL(config)`` on the meta device and assign ``sd`` cast once to dtype/device."""
+    from diffusers import AutoencoderKL
+
+    with torch.device("meta"):
+        vae = AutoencoderKL.from_config(config)
+    expected = list(vae.state_dict())
+    missing = [k for k in expected if k not in sd]
+    if missing:
+        raise ModelFileError(
+            f"{what}: not a complete VAE for its configuration: {len(missing)} of {len(expected)} tensors missing "
+            f"(e.g. {', '.join(missing[:3])}); found {len(sd)} tensors such as {', '.join(list(sd)[:3]) or 'none'}"
+        )
+    tensors = {k: sd[k].to(device=device, dtype=dtype) for k in expected}
+    try:
+        vae.load_state_dict(tensors, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise ModelFileError(f"{what}: weights do not fit the VAE configuration: {exc}") from None
+    return vae.requires_grad_(False).eval()
+
+
+def load_vae_from_folder(folder: str | os.PathLike, device: torch.device | str | None = None,
+                         dtype: torch.dtype | None = None):
+    """Load a diffusers-style VAE folder (diffusers ``vae/``, official ``sdxl-vae-fp16-fix/``)."""
+    device, dtype = _resolve(device, dtype)
+    folder = Path(folder)
+    what = f"VAE folder '{folder}'"
+    if not folder.is_dir():
+        raise ModelFileError(f"VAE not found: expected a folder at '{folder}'" + (" but it is a file" if folder.exists() else ""))
+    cfg_path = folder / "config.json"
+    if not cfg_path.is_file():
+        raise ModelFileError(f"{what} has no config.json")
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ModelFileError(f"{what}: config.json is not valid JSON ({exc})") from None
+    weights = next((folder / n for n in _WEIGHT_FILES if (folder / n).is_file()), None)
+    if weights is None:
+        listing = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
+        raise ModelFileError(f"{what}: no weights: expected {' or '.join(_WEIGHT_FILES)}; found: {listing}")
+    sd = read_state_dict(weights, what="VAE weights")
+    for old, new in _OLD_ATTENTION_NAMES:
+        sd = {k.replace(old, new): v for k, v in sd.items()}
+    return _assemble(config, sd, device, dtype, what)
+
+
+def vae_config_from_ldm(sd: Mapping[str, torch.Tensor]) -> dict:
+    """AutoencoderKL config read off LDM-named VAE weights; what weights cannot tell is SDXL's value
+    (scaling factor 0.13025, sample size 1024, 32 GroupNorm groups)."""
+    levels = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"encoder\.down\.(\d+)\.", k)))
+    layers = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"encoder\.down\.0\.block\.(\d+)\.", k)))
+    config = {
+        "in_channels": sd["encoder.conv_in.weight"].shape[1],
+        "out_channels": sd["decoder.conv_out.weight"].shape[0],
+        "down_block_types": ["DownEncoderBlock2D"] * levels,
+        "up_block_types": ["UpDecoderBlock2D"] * levels,
+        "block_out_channels": [sd[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] for i in range(levels)],
+        "layers_per_block": layers,
+        "latent_channels": sd["decoder.conv_in.weight"].shape[1],
+        "norm_num_groups": LDM_NORM_GROUPS,
+        "sample_size": SDXL_SAMPLE_SIZE,
+        "scaling_factor": SDXL_SCALING_FACTOR,
+    }
+    if "encoder.mid.attn_1.q.weight" not in sd:
+        config["mid_block_add_attention"] = False
+    return config
+
+
+def load_vae_from_ldm_state_dict(sd: Mapping[str, torch.Tensor], device: torch.device | str | None = None,
+                                 dtype: torch.dtype | None = None):
+    """Load an LDM-named VAE (``encoder.down.0.block.0...``; a ComfyUI all-in-one file's ``vae.*`` with the
+    prefix already stripped), converted to diffusers names by diffusers' own converter."""
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    device, dtype = _resolve(device, dtype)
+    what = "LDM VAE weights"
+    for probe in ("encoder.conv_in.weight", "encoder.down.0.block.0.conv1.weight", "decoder.conv_in.weight", "decoder.conv_out.weight"):
+        if probe not in sd:
+            raise ModelFileError(
+                f"{what}: expected LDM key '{probe}'; found {len(sd)} tensors such as {', '.join(list(sd)[:4]) or 'none'}"
+            )
+    config = vae_config_from_ldm(sd)
+    return _assemble(config, convert_ldm_vae_checkpoint(dict(sd), config), device, dtype, what)
+
+
+def _scale(vae) -> tuple[float, float]:
+    return float(vae.config.scaling_factor), float(getattr(vae.config, "shift_factor", None) or 0.0)
+
+
+def _spatial_factor(vae) -> int:
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def _tile_spans(n: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """Evenly spaced windows of length ``tile`` covering ``0..n``, neighbours overlapping by at least ``overlap``."""
+    if n <= tile:
+        return [(0, n)]
+    count = math.ceil((n - overlap) / (tile - overlap))
+    return [(s, s + tile) for s in (round(i * (n - tile) / (count - 1)) for i in range(count))]
+
+
+def _ramp(spans: list[tuple[int, int]], i: int, f: int, device: torch.device) -> torch.Tensor:
+    """Blend weights along one axis for window ``i`` in pixels: linear cross-fades over the overlaps with
+    the neighbouring windows (complementary, so two overlapping windows sum to 1), 1 elsewhere."""
+    s, e = spans[i]
+    w = torch.ones((e - s) * f, device=device)
+    ov = (spans[i - 1][1] - s) * f if i > 0 else 0
+    if ov > 0:
+        w[:ov] = torch.minimum(w[:ov], (torch.arange(ov, device=device) + 0.5) / ov)
+    ov = (e - spans[i + 1][0]) * f if i + 1 < len(spans) else 0
+    if ov > 0:
+        w[-ov:] = torch.minimum(w[-ov:], ((torch.arange(ov, device=device) + 0.5) / ov).flip(0))
+    return w
+
+
+def _decode_tiled(vae, z: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
+    """Decode overlapping latent windows one at a time and cross-fade them (weights normalised per pixel)."""
+    f = _spatial_factor(vae)
+    b, _, h, w = z.shape
+    rows, cols = _tile_spans(h, tile, overlap), _tile_spans(w, tile, overlap)
+    out = torch.zeros(b, vae.config.out_channels, h * f, w * f, device=z.device)
+    norm = torch.zeros(h * f, w * f, device=z.device)
+    for i, (y0, y1) in enumerate(rows):
+        wy = _ramp(rows, i, f, z.device)
+        for j, (x0, x1) in enumerate(cols):
+            weight = wy[:, None] * _ramp(cols, j, f, z.device)[None, :]
+            piece = vae.decode(z[:, :, y0:y1, x0:x1], return_dict=False)[0].float()
+            out[:, :, y0 * f:y1 * f, x0 * f:x1 * f] += piece * weight
+            norm[y0 * f:y1 * f, x0 * f:x1 * f] += weight
+    return out / norm
+
+
+def decode_latents(vae, latents: torch.Tensor, tiled: bool = False, *, tile_size: int = 64,
+                   tile_overlap: int = 16) -> torch.Tensor:
+    """Scaled latents [B,C,h,w] -> images [B,3,8h,8w] float32 in 0..1.
+
+    ``tiled`` decodes windows of ``tile_size`` latents (64 = 512 px) overlapping by ``tile_overlap`` and
+    cross-fades them, so memory stays bounded for large images; the result differs from a whole decode
+    only by the decoder's GroupNorm statistics being per window, which the cross-fades keep seamless.
+    """
+    if latents.ndim != 4:
+        raise InputError(f"latents must be [B, C, h, w]; got shape {tuple(latents.shape)}")
+    if not 0 <= tile_overlap < tile_size / 2:
+        raise InputError(f"tile_overlap must be in [0, tile_size/2); got tile_size={tile_size}, tile_overlap={tile_overlap}")
+    sf, shift = _scale(vae)
+    param = next(vae.parameters())
+    z = latents.to(device=param.device, dtype=param.dtype) / sf + shift
+    with torch.no_grad():
+        x = _decode_tiled(vae, z, tile_size, tile_overlap) if tiled else vae.decode(z, return_dict=False)[0]
+    return (x.float() / 2 + 0.5).clamp(0, 1)
+
+
+def encode_images(vae, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Images [B,3,H,W] in 0..1 (H, W multiples of 8) -> scaled latents [B,C,H/8,W/8] float32, sampled
+    from the posterior as the official pipeline does (``latent_dist.sample() * scaling_factor``)."""
+    f = _spatial_factor(vae)
+    if images.ndim != 4 or images.shape[1] != vae.config.in_channels or images.shape[2] % f or images.shape[3] % f:
+        raise InputError(
+            f"images must be [B, {vae.config.in_channels}, H, W] with H and W multiples of {f}; got shape {tuple(images.shape)}"
+        )
+    sf, shift = _scale(vae)
+    param = next(vae.parameters())
+    x = images.to(device=param.device, dtype=param.dtype) * 2 - 1
+    with torch.no_grad():
+        z = vae.encode(x, return_dict=False)[0].sample(generator=generator)
+    return ((z - shift) * sf).float()
