@@ -81,14 +81,34 @@ def bench_forward(ours, theirs, device, dtype, size: int, repeats: int) -> None:
     print(f"DiT forward {size}x{size}, batch 2: ours {t_ours:.3f}s  diffusers {t_diff:.3f}s  ratio {t_ours / t_diff:.2f}")
 
 
+def shared_components(device, dtype):
+    """Text encoders with the real widths (BERT 1024, mT5 2048; 2 layers each) and tokenizers of the tiny
+    model, and an SDXL-structured VAE with few channels; both pipelines use these same modules."""
+    import tempfile
+
+    from diffusers import AutoencoderKL
+    from transformers import BertConfig, BertModel, T5Config, T5EncoderModel
+
+    from hunyuan_core.text_encoder import BilingualTextEncoder, load_bert_tokenizer, load_mt5_tokenizer
+    from hunyuan_core.tiny import TINY_VAE, make_tiny
+
+    root = make_tiny(tempfile.mkdtemp(prefix="hydit-bench-"), layout="official") / "t2i"
+    bert_tok, mt5_tok = load_bert_tokenizer(root / "tokenizer"), load_mt5_tokenizer(root / "mt5")
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(vocab_size=len(bert_tok), hidden_size=1024, num_hidden_layers=2, num_attention_heads=16,
+                                intermediate_size=4096))
+    mt5 = T5EncoderModel(T5Config(vocab_size=len(mt5_tok) + 12, d_model=2048, d_kv=64, num_heads=32, d_ff=5120,
+                                  num_layers=2, feed_forward_proj="gated-gelu", is_encoder_decoder=False))
+    text_encoder = BilingualTextEncoder(bert.to(device, dtype).eval(), bert_tok, mt5.to(device, dtype).eval(), mt5_tok)
+    return text_encoder, AutoencoderKL(**TINY_VAE).to(device, dtype).eval()
+
+
 def bench_pipeline(ours, theirs, device, dtype, size: int, steps: int, repeats: int) -> None:
     from diffusers import DDPMScheduler, HunyuanDiTPipeline as DiffusersPipeline
 
     from hunyuan_core.pipeline import HunyuanDiTPipeline
-    from hunyuan_core.tiny import tiny_text_encoder, tiny_vae
 
-    text_encoder = tiny_text_encoder(clip_dim=MID.text_dim, t5_dim=MID.t5_dim).to(device)
-    vae = tiny_vae().to(device, dtype)
+    text_encoder, vae = shared_components(device, dtype)
     pipe = HunyuanDiTPipeline(ours, text_encoder, vae)
     sched = DDPMScheduler(beta_start=0.00085, beta_end=0.018, beta_schedule="scaled_linear", prediction_type="v_prediction",
                           steps_offset=1, timestep_spacing="leading", clip_sample=False)
@@ -96,6 +116,7 @@ def bench_pipeline(ours, theirs, device, dtype, size: int, steps: int, repeats: 
                               transformer=theirs, scheduler=sched, text_encoder_2=text_encoder.mt5,
                               tokenizer_2=text_encoder.mt5_tokenizer, safety_checker=None, feature_extractor=None,
                               requires_safety_checker=False)
+    dpipe.set_progress_bar_config(disable=True)
     prompt, neg = "一只戴着墨镜的柴犬 a shiba inu wearing sunglasses", "模糊"
     run_ours = lambda: pipe(prompt, neg, width=size, height=size, steps=steps, seed=1)  # noqa: E731
     run_diff = lambda: dpipe(prompt, negative_prompt=neg, height=size, width=size, num_inference_steps=steps,  # noqa: E731

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from .errors import ModelFileError
+from .kinds import describe_weights
 
 SIZE_COND_DIM = 6 * 256  # six image_meta_size scalars, 256 sinusoid features each
 
@@ -65,10 +66,10 @@ class DiTConfig:
         """Read the architecture off official-named weights; raise ModelFileError if they are not a Hunyuan-DiT."""
         missing = [k for k in REQUIRED_KEYS if k not in sd]
         if missing:
-            sample = ", ".join(list(sd)[:5]) or "no tensors"
+            kind = describe_weights(sd)
+            found = f"this looks like {kind}" if kind else f"found {len(sd)} tensors starting with: {', '.join(list(sd)[:5]) or 'none'}"
             raise ModelFileError(
-                f"{where}: not a Hunyuan-DiT checkpoint: expected keys such as {', '.join(missing[:3])}; "
-                f"found {len(sd)} tensors starting with: {sample}"
+                f"{where}: not a Hunyuan-DiT checkpoint ({found}); a Hunyuan-DiT has keys such as {', '.join(missing[:3])}"
             )
         hidden, in_ch, patch, _ = sd["x_embedder.proj.weight"].shape
         head_dim = sd["blocks.0.attn1.q_norm.weight"].shape[0]

@@ -102,6 +102,23 @@ def low_vram() -> bool:
     return getattr(mm.vram_state, "name", "") in ("LOW_VRAM", "NO_VRAM")
 
 
+def vae_dtype(device: torch.device) -> torch.dtype:
+    """The VAE's dtype when the user picks ``auto``: ComfyUI's choice (bf16 where it is safe), else fp32."""
+    mm = _model_management()
+    return mm.vae_dtype(device) if mm is not None else torch.float32
+
+
+def comfy_bert_vocab() -> str | None:
+    """The BERT tokenizer folder ComfyUI ships for its native HunyuanDiT support (all-in-one files hold
+    no vocabulary), or None outside ComfyUI."""
+    comfy = sys.modules.get("comfy")  # a namespace package: no __init__.py, only __path__
+    for root in getattr(comfy, "__path__", None) or []:
+        folder = Path(root) / "text_encoders" / "hydit_clip_tokenizer"
+        if (folder / "vocab.txt").is_file():
+            return str(folder)
+    return None
+
+
 def free_memory(num_bytes: int, device: torch.device | None = None) -> None:
     """Make room for ``num_bytes`` on ``device`` before a large module loads.
 
@@ -193,9 +210,9 @@ def cancel_callback() -> Callable[[], None]:
     return cancel
 
 
-def show_text(node_id: str | None, text: str) -> None:
+def show_text(node_id: str | None, text: str, level: int = logging.WARNING) -> None:
     """Show ``text`` on a node in ComfyUI's UI (progress text) and log it; only logs outside ComfyUI."""
-    logging.getLogger("hunyuan_dit").warning(text)
+    logging.getLogger("hunyuan_dit").log(level, text)
     server = sys.modules.get("server")
     instance = getattr(getattr(server, "PromptServer", None), "instance", None)
     if node_id is not None and instance is not None and hasattr(instance, "send_progress_text"):
@@ -206,6 +223,12 @@ def show_text(node_id: str | None, text: str) -> None:
 def _models_root() -> Path | None:
     root = os.environ.get(MODELS_DIR_ENV)
     return Path(root).expanduser() if root else None
+
+
+def user_directory() -> str | None:
+    """ComfyUI's user folder (settings, saved state; ``--user-directory``), or None outside ComfyUI."""
+    fp = _folder_paths()
+    return fp.get_user_directory() if fp is not None else None
 
 
 def register_model_folder(key: str, subdir: str) -> None:

@@ -91,7 +91,7 @@ def check_value(name: str, type_: Any, options: dict, value: Any) -> tuple[Any, 
     if isinstance(value, dict) and "__value__" in value:
         value = value["__value__"]
     converters = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
-    if type_ in converters:
+    if isinstance(type_, str) and type_ in converters:
         try:
             value = converters[type_](value)
         except (TypeError, ValueError) as exc:
@@ -200,7 +200,8 @@ def _check_node_widgets(where: str, node: dict, cls: type) -> list[str]:
         if problem:
             problems.append(f"{where}: widget {problem}")
         if type_ == "INT" and widget_slots(name, type_, options) == 2 and values[position + 1] not in CONTROL_VALUES:
-            problems.append(f"{where}: widget {name}: control-after-generate {values[position + 1]!r} not in {CONTROL_VALUES}")
+            control = values[position + 1]
+            problems.append(f"{where}: widget {name}: control-after-generate {control!r} not in {CONTROL_VALUES}")
         position += widget_slots(name, type_, options)
     return problems
 
@@ -227,7 +228,9 @@ def _check_link(link_id: int, link: list, nodes: dict[int, dict], mappings: Mapp
     if src_slot >= len(returns):
         return problems + [f"link {link_id}: node {src} has no output {src_slot}"]
     if link_type != returns[src_slot]:
-        problems.append(f"link {link_id}: typed {link_type!r}, but output {src_slot} of node {src} is {returns[src_slot]!r}")
+        problems.append(
+            f"link {link_id}: typed {link_type!r}, but output {src_slot} of node {src} is {returns[src_slot]!r}"
+        )
     specs = {name: type_ for name, _c, type_, _o in input_specs(dst_cls)}
     name = inputs[dst_slot].get("name")
     if name in specs and not types_compatible(returns[src_slot], type_name(specs[name])):
@@ -313,7 +316,10 @@ def validate_prompt(prompt: dict[str, dict], mappings: Mapping[str, type]) -> di
                     continue
                 returns = mappings[src["class_type"]].RETURN_TYPES
                 if value[1] >= len(returns):
-                    problems.append(f"{where}: input '{name}' links to output {value[1]} of node {value[0]}, which has {len(returns)}")
+                    problems.append(
+                        f"{where}: input '{name}' links to output {value[1]} of node {value[0]}, "
+                        f"which has {len(returns)}"
+                    )
                 elif not types_compatible(returns[value[1]], type_name(type_)):
                     problems.append(f"{where}: input '{name}' receives {returns[value[1]]}, expects {type_name(type_)}")
                 continue
@@ -407,19 +413,44 @@ class Executor:
     def _execute(self, nid: str, node: dict, cls: type, prompt: dict[str, dict]) -> tuple:
         if getattr(cls, "INPUT_IS_LIST", False) or any(getattr(cls, "OUTPUT_IS_LIST", ())):
             raise WorkflowError([f"node {nid}: list inputs/outputs are not supported by this test executor"])
-        kwargs = {}
-        for name, value in node["inputs"].items():
-            kwargs[name] = self.outputs[value[0]][value[1]] if _is_link(value) else value
-        hidden = cls.INPUT_TYPES().get("hidden", {})
-        for name, kind in hidden.items():
-            kwargs[name] = {"UNIQUE_ID": nid, "PROMPT": prompt, "EXTRA_PNGINFO": None}.get(kind)
-        result = getattr(cls(), cls.FUNCTION)(**kwargs)
-        if isinstance(result, dict):
-            if "ui" in result:
-                self.ui[nid] = result["ui"]
-            result = result.get("result", ())
-        if not isinstance(result, tuple):
-            raise WorkflowError([f"node {nid} ({node['class_type']}): returned {type(result).__name__}, not a tuple"])
-        if len(result) != len(cls.RETURN_TYPES):
-            raise WorkflowError([f"node {nid} ({node['class_type']}): returned {len(result)} values for {len(cls.RETURN_TYPES)} outputs"])
+        kwargs = {
+            name: self.outputs[value[0]][value[1]] if _is_link(value) else value
+            for name, value in node["inputs"].items()
+        }
+        result, ui = _invoke(cls, kwargs, nid, prompt)
+        if ui:
+            self.ui[nid] = ui
         return result
+
+
+def _invoke(cls: type, kwargs: dict[str, Any], unique_id: str, prompt: dict) -> tuple[tuple, dict]:
+    """Fill hidden inputs, call the node's FUNCTION, split ``{"ui", "result"}``; check the outputs' count."""
+    for name, kind in cls.INPUT_TYPES().get("hidden", {}).items():
+        kwargs[name] = {"UNIQUE_ID": unique_id, "PROMPT": prompt, "EXTRA_PNGINFO": None}.get(kind)
+    result = getattr(cls(), cls.FUNCTION)(**kwargs)
+    ui: dict = {}
+    if isinstance(result, dict):
+        ui = result.get("ui") or {}
+        result = result.get("result", ())
+    where = f"node {unique_id} ({cls.__name__})"
+    if not isinstance(result, tuple):
+        raise WorkflowError([f"{where}: returned {type(result).__name__}, not a tuple"])
+    if len(result) != len(cls.RETURN_TYPES):
+        raise WorkflowError([f"{where}: returned {len(result)} values for {len(cls.RETURN_TYPES)} outputs"])
+    return result, ui
+
+
+def call_node(cls: type, unique_id: str = "1", **inputs: Any) -> tuple[tuple, dict]:
+    """Call one node the way ComfyUI's executor does: widget values converted and range-checked first
+    (raising WorkflowError like validation would), hidden inputs filled, run under inference mode.
+    Returns ``(outputs, ui)``."""
+    problems = []
+    for name, _category, type_, options in input_specs(cls):
+        if name in inputs and is_widget(type_, options):
+            inputs[name], problem = check_value(name, type_, options, inputs[name])
+            if problem:
+                problems.append(problem)
+    if problems:
+        raise WorkflowError(problems)
+    with torch.inference_mode():
+        return _invoke(cls, inputs, unique_id, {})

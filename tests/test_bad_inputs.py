@@ -49,8 +49,16 @@ def test_truncated_pt(tmp_path):
 def test_unrelated_checkpoint(tmp_path):
     path = tmp_path / "sd15_unet.safetensors"
     save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 4, 3, 3)}, path)
-    with pytest.raises(hy.ModelFileError, match="not a Hunyuan-DiT checkpoint.*expected keys such as"):
+    with pytest.raises(hy.ModelFileError, match=r"not a Hunyuan-DiT checkpoint \(this looks like a Stable Diffusion"):
         hy.load_dit(path)
+    vae = tmp_path / "sdxl_vae.safetensors"
+    save_file({"decoder.conv_in.weight": torch.zeros(512, 4, 3, 3), "encoder.conv_in.weight": torch.zeros(128, 3, 3, 3)}, vae)
+    with pytest.raises(hy.ModelFileError, match=r"this looks like a VAE.*a Hunyuan-DiT has keys such as text_embedding_padding"):
+        hy.load_dit(vae)
+    odd = tmp_path / "odd.safetensors"
+    save_file({"foo.bar": torch.zeros(1)}, odd)
+    with pytest.raises(hy.ModelFileError, match="found 1 tensors starting with: foo.bar"):
+        hy.load_dit(odd)
 
 
 def test_not_a_model_file(tmp_path):

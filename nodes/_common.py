@@ -1,0 +1,182 @@
+"""What the node modules share: type names, model pickers, device moves and ComfyUI type conversions.
+
+Conversions kept here (and nowhere else):
+* IMAGE is ``[B,H,W,3]`` float 0..1 in ComfyUI, ``[B,3,H,W]`` in the core.
+* LATENT ``samples`` are *unscaled* SDXL latents in ComfyUI (its ``latent_formats.SDXL`` applies the
+  scale inside sampling); the core works on scaled latents (DiT space). So ``samples = scaled / 0.13025``.
+* MASK is ``[B,H,W]`` or ``[H,W]`` in ComfyUI, 1 = regenerate; the core takes ``[B,1,H,W]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from hunyuan_core.errors import InputError
+from hunyuan_core.loaders import resolve_dtype as core_resolve_dtype
+
+from . import host
+
+CATEGORY = "HunyuanDiT"
+MODEL = "HYDIT_MODEL"
+TEXT_ENCODER = "HYDIT_TEXT_ENCODER"
+VAE = "HYDIT_VAE"
+CONDITIONING = "HYDIT_CONDITIONING"
+
+# ComfyUI's latent_formats.SDXL.scale_factor: LATENT samples are stored divided by it.
+SDXL_LATENT_SCALE = 0.13025
+
+# Folder key for official trees and diffusers folders: ComfyUI/models/hunyuan/<model folder>/.
+HUNYUAN_FOLDER = "hunyuan"
+host.register_model_folder(HUNYUAN_FOLDER, "hunyuan")
+
+# The dtype widget's choices (None: let the loader decide for the device).
+DTYPES: dict[str, torch.dtype | None] = {
+    "auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32,
+}
+
+
+@dataclass
+class ModelHandle:
+    """HYDIT_MODEL: the DiT, the release it was detected as and where it came from."""
+
+    dit: torch.nn.Module
+    version: str
+    source: str
+
+
+@dataclass
+class TextEncoderHandle:
+    """HYDIT_TEXT_ENCODER: the bilingual encoder and whether it stays on the GPU after encoding."""
+
+    encoder: Any  # hunyuan_core.text_encoder.BilingualTextEncoder
+    keep_on_gpu: bool
+    source: str
+
+
+@dataclass
+class VAEHandle:
+    """HYDIT_VAE: an SDXL-architecture ``AutoencoderKL``."""
+
+    vae: torch.nn.Module
+    source: str
+
+
+# --------------------------------------------------------------------------------- model pickers
+def model_choices(*folders: str) -> list[str]:
+    """Picker entries ``"<folder>/<name>"`` for weight files in ``folders`` and model folders in ``hunyuan``."""
+    entries = []
+    for folder in folders:
+        if folder == HUNYUAN_FOLDER:
+            entries += [f"{folder}/{name}" for name in host.get_folder_list(folder)]
+        else:
+            entries += [f"{folder}/{name}" for name in host.get_filename_list(folder)]
+    return entries
+
+
+def resolve_choice(choice: str, folders: tuple[str, ...]) -> str:
+    """Absolute path of a picker entry; the error names the folders searched when it is missing."""
+    key, sep, name = choice.partition("/")
+    if not sep or key not in folders:
+        raise InputError(
+            f"model '{choice}': expected '<folder>/<name>' with folder one of {', '.join(folders)}"
+        )
+    return host.get_full_path(key, name)
+
+
+def resolve_dtype(name: str, device: torch.device, auto: torch.dtype | None = None) -> torch.dtype:
+    """The weight dtype for a dtype widget: ``auto`` is ``auto`` when given, else the core's choice for the
+    compute ``device`` (fp16 on GPUs, the official precision; fp32 on CPU)."""
+    if name not in DTYPES:
+        raise InputError(f"dtype '{name}': expected one of {', '.join(DTYPES)}")
+    if name == "auto" and auto is not None:
+        return auto
+    return core_resolve_dtype(name, device)
+
+
+# --------------------------------------------------------------------------------- device moves
+def parameter_bytes(obj: Any) -> int:
+    """Bytes of weights held by a module or by the modules an object carries (e.g. the text encoder)."""
+    if isinstance(obj, torch.nn.Module):
+        return host.module_bytes(obj)
+    return sum(host.module_bytes(v) for v in vars(obj).values() if isinstance(v, torch.nn.Module))
+
+
+def current_device(obj: Any) -> torch.device:
+    """The device of an object's first weight (modules and objects carrying modules)."""
+    modules = [obj] if isinstance(obj, torch.nn.Module) else [
+        v for v in vars(obj).values() if isinstance(v, torch.nn.Module)
+    ]
+    for module in modules:
+        for p in module.parameters():
+            return p.device
+    return torch.device("cpu")
+
+
+@contextmanager
+def on_compute_device(obj: Any, rest_device: torch.device | None) -> Iterator[torch.device]:
+    """Run a block with ``obj`` on ComfyUI's compute device, making room first.
+
+    Afterwards ``obj`` moves to ``rest_device`` (None: stays). On any error or interrupt it always
+    leaves the GPU and cached memory is released, so a stopped run holds nothing.
+    """
+    device = host.torch_device()
+    if current_device(obj) != device:
+        host.free_memory(parameter_bytes(obj), device)
+        obj.to(device)
+    try:
+        yield device
+    except BaseException:
+        obj.to(rest_device or torch.device("cpu"))
+        host.release_memory()
+        raise
+    if rest_device is not None and rest_device != device:
+        obj.to(rest_device)
+        host.release_memory()
+
+
+# ------------------------------------------------------------------------ ComfyUI type conversions
+def images_to_core(images: torch.Tensor) -> torch.Tensor:
+    """ComfyUI IMAGE ``[B,H,W,C]`` → ``[B,3,H,W]`` float (alpha dropped, grey expanded)."""
+    if images.ndim == 3:
+        images = images.unsqueeze(0)
+    if images.ndim != 4:
+        raise InputError(f"IMAGE: expected a [batch, height, width, channels] tensor, got shape {list(images.shape)}")
+    images = images[..., :3]
+    if images.shape[-1] == 1:
+        images = images.expand(-1, -1, -1, 3)
+    return images.permute(0, 3, 1, 2).float()
+
+
+def images_to_comfy(images: torch.Tensor) -> torch.Tensor:
+    """Core images ``[B,3,H,W]`` 0..1 → ComfyUI IMAGE ``[B,H,W,3]`` float32 on the intermediate device."""
+    return images.permute(0, 2, 3, 1).float().clamp(0, 1).contiguous().to(host.intermediate_device())
+
+
+def latent_to_core(latent: dict) -> torch.Tensor:
+    """ComfyUI LATENT (unscaled SDXL latents) → scaled latents for the DiT."""
+    samples = latent.get("samples") if isinstance(latent, dict) else None
+    if not isinstance(samples, torch.Tensor) or samples.ndim != 4 or samples.shape[1] != 4:
+        found = list(samples.shape) if isinstance(samples, torch.Tensor) else type(samples).__name__
+        raise InputError(f"LATENT: expected 'samples' of shape [batch, 4, height/8, width/8], got {found}")
+    return samples.float() * SDXL_LATENT_SCALE
+
+
+def latent_to_comfy(scaled: torch.Tensor) -> dict:
+    """Scaled DiT-space latents → ComfyUI LATENT, unscaled, on the intermediate device."""
+    return {"samples": (scaled.float() / SDXL_LATENT_SCALE).to(host.intermediate_device())}
+
+
+def mask_to_core(mask: torch.Tensor) -> torch.Tensor:
+    """ComfyUI MASK ``[H,W]`` / ``[B,H,W]`` / ``[B,1,H,W]`` → ``[B,1,H,W]`` float 0..1 (1 = regenerate)."""
+    if mask.ndim == 2:
+        mask = mask.unsqueeze(0)
+    if mask.ndim == 3:
+        mask = mask.unsqueeze(1)
+    if mask.ndim != 4 or mask.shape[1] != 1:
+        raise InputError(f"MASK: expected [height, width] or [batch, height, width], got shape {list(mask.shape)}")
+    return mask.float().clamp(0, 1)

@@ -1,0 +1,140 @@
+"""The sampler node: text-to-image, img2img (LATENT + denoise) and inpainting (MASK), on ComfyUI's LATENT."""
+
+from __future__ import annotations
+
+import torch
+
+from hunyuan_core.errors import InputError
+from hunyuan_core.pipeline import MAX_SEED
+from hunyuan_core.samplers import SAMPLERS
+from hunyuan_core.sampling import sample as sample_latents
+from hunyuan_core.sizes import MAX_SIZE, MIN_SIZE, MULTIPLE, PRESETS, check_size, preset_label
+from hunyuan_core.text_encoder import TextEmbeddings
+
+from . import host
+from ._common import (
+    CATEGORY, CONDITIONING, MODEL, ModelHandle, latent_to_comfy, latent_to_core, mask_to_core, on_compute_device,
+)
+
+CUSTOM = "custom (width x height below)"
+RESOLUTIONS = {preset_label(w, h): (w, h) for w, h in PRESETS}
+
+
+def resolution_choices() -> list[str]:
+    """The resolution picker: the 10 official sizes, then the custom entry."""
+    return [*RESOLUTIONS, CUSTOM]
+
+
+class HunyuanDiTSampler:
+    """Denoises with the DiT; returns ComfyUI LATENT (unscaled SDXL latents, so VAEDecode works on it too)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        size = {"default": 1024, "min": MIN_SIZE, "max": MAX_SIZE, "step": MULTIPLE}
+        return {
+            "required": {
+                "model": (MODEL, {"tooltip": "The DiT from a HunyuanDiT loader."}),
+                "positive": (CONDITIONING, {"tooltip": "Encoded prompt: what to draw."}),
+                "negative": (CONDITIONING, {"tooltip": "Encoded negative prompt: what to avoid."}),
+                "resolution": (resolution_choices(), {"default": preset_label(1024, 1024), "tooltip": (
+                    "One of the 10 sizes HunyuanDiT was trained on, or custom to use width and height. "
+                    "Ignored when a latent is connected (its size is used)."
+                )}),
+                "width": ("INT", {**size, "tooltip": "Width in pixels when resolution is custom (multiple of 16)."}),
+                "height": ("INT", {**size, "tooltip": "Height in pixels when resolution is custom (multiple of 16)."}),
+                "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": (
+                    "Denoising steps (official: 50; distilled models: 25). With a latent and denoise < 1 only "
+                    "the last denoise x steps run."
+                )}),
+                "cfg": ("FLOAT", {"default": 6.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01, "tooltip": (
+                    "Classifier-free guidance scale (official: 6). 1 or less turns guidance off."
+                )}),
+                "guidance_rescale": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": (
+                    "Rescales the guided prediction towards the conditional one's spread; fights over-exposure "
+                    "at high cfg (0 = off, as official)."
+                )}),
+                "sampler_name": (list(SAMPLERS), {"default": "ddpm", "tooltip": (
+                    "Scheduler. ddpm, ddim and dpmms are the official ones; all use HunyuanDiT's schedule."
+                )}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True, "tooltip": (
+                    "Noise seed; image i of a batch uses seed + i, so any image can be re-made alone."
+                )}),
+                "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": (
+                    "Images per run. With a latent input, each latent is repeated this many times."
+                )}),
+                "denoise": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip": (
+                    "Only with a latent input: how much to change it (1 = start from pure noise)."
+                )}),
+            },
+            "optional": {
+                "latent": ("LATENT", {"tooltip": (
+                    "A starting image for img2img/inpainting (e.g. from HunyuanDiT VAE Encode or VAE Encode)."
+                )}),
+                "mask": ("MASK", {"tooltip": (
+                    "Inpainting: 1 (white) = repaint, 0 = keep the latent's content. Needs a latent. A LATENT "
+                    "noise_mask (Set Latent Noise Mask) is used when this is not connected."
+                )}),
+            },
+        }
+
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = (
+        "Unscaled SDXL latents: decode with HunyuanDiT VAE Decode, or ComfyUI's VAE Decode with an SDXL VAE.",
+    )
+    FUNCTION = "sample"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Generates with HunyuanDiT: text-to-image, img2img (latent + denoise) or inpainting (mask)."
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, resolution, width, height):
+        """Reject a bad size before any model loads (ComfyUI then skips its own checks of these three)."""
+        if resolution is not None and resolution not in resolution_choices():
+            return f"resolution '{resolution}' is not one of: {', '.join(resolution_choices())}"
+        if resolution == CUSTOM and width is not None and height is not None:
+            try:
+                check_size(int(width), int(height))
+            except InputError as exc:
+                return str(exc)
+        return True
+
+    def sample(
+        self, model: ModelHandle, positive: TextEmbeddings, negative: TextEmbeddings, resolution: str, width: int, height: int, steps: int,
+        cfg: float, guidance_rescale: float, sampler_name: str, seed: int, batch_size: int, denoise: float,
+        latent: dict | None = None, mask: torch.Tensor | None = None,
+    ):
+        init = None
+        if latent is not None:
+            init = latent_to_core(latent)
+            height, width = init.shape[2] * 8, init.shape[3] * 8
+            if mask is None and latent.get("noise_mask") is not None:
+                mask = latent["noise_mask"]
+            if mask is not None:
+                mask = mask_to_core(mask)
+                if mask.shape[0] > 1:
+                    mask = mask.repeat_interleave(batch_size, dim=0)
+            # each latent `batch_size` times in a row, as the core repeats the prompt
+            init = init.repeat_interleave(batch_size, dim=0)
+            batch_size = init.shape[0]
+        elif mask is not None:
+            raise InputError(
+                "inpainting: a mask was connected without a latent; connect the image to repaint "
+                "(HunyuanDiT VAE Encode) to the latent input"
+            )
+        elif resolution != CUSTOM:
+            width, height = RESOLUTIONS[resolution]
+
+        # ComfyUI cannot evict a model it does not manage, so the DiT leaves the GPU after every run except
+        # in --highvram/--gpu-only, where ComfyUI's own offload device is the GPU.
+        with on_compute_device(model.dit, host.offload_device()):
+            scaled = sample_latents(
+                model.dit, positive, negative, width=width, height=height, steps=steps, guidance_scale=cfg,
+                guidance_rescale=guidance_rescale, sampler=sampler_name, seed=seed, batch_size=batch_size,
+                init_latents=init, strength=denoise if init is not None else 1.0, mask=mask,
+                progress=host.progress_callback(steps), cancel=host.cancel_callback(),
+            )
+        return (latent_to_comfy(scaled),)
+
+
+NODE_CLASS_MAPPINGS = {"HunyuanDiTSampler": HunyuanDiTSampler}
+NODE_DISPLAY_NAME_MAPPINGS = {"HunyuanDiTSampler": "HunyuanDiT Sampler"}
