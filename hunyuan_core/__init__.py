@@ -8,11 +8,12 @@
 from .errors import HunyuanError, InputError, ModelFileError
 from .loaders import load_dit, load_text_encoder, load_vae
 from .pipeline import HunyuanDiTPipeline, PipelineOutput, load_pipeline
+from .rewriter import load_rewriter
 from .samplers import SAMPLERS
 from .sampling import sample
 from .sizes import PRESETS
 
 __all__ = [
     "HunyuanDiTPipeline", "HunyuanError", "InputError", "ModelFileError", "PRESETS", "PipelineOutput", "SAMPLERS",
-    "load_dit", "load_pipeline", "load_text_encoder", "load_vae", "sample",
+    "load_dit", "load_pipeline", "load_rewriter", "load_text_encoder", "load_vae", "sample",
 ]

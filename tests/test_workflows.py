@@ -24,7 +24,7 @@ from comfy_models import tiny_models
 
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 OUR_WORKFLOWS = ["hunyuan_dit_t2i_all_in_one", "hunyuan_dit_t2i_official_v11", "hunyuan_dit_img2img",
-                 "hunyuan_dit_inpaint"]
+                 "hunyuan_dit_inpaint", "hunyuan_dit_t2i_upscale", "hunyuan_dit_multiturn"]
 
 
 # ------------------------------------------------------------------------------ harness, toy nodes

@@ -1,0 +1,341 @@
+"""Prompt rewriting and multi-turn drawing nodes: DialogGen / a local LLM / an HTTP server turns a short
+request into a Hunyuan-DiT prompt, in a conversation that lives on disk under a session name, so that
+queueing the workflow again with "变成玻璃的" edits the previous picture.
+
+Sessions and saved instructions are kept in ComfyUI's user folder (``user/hunyuan-dit``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from hunyuan_core.errors import InputError
+from hunyuan_core.rewriter import (
+    POSITIONS, Instruction, InstructionStore, SessionStore, load_rewriter, tokenizer_counter, user_dir,
+)
+from hunyuan_core.rewriter.chat_llm import is_chat_model_folder
+from hunyuan_core.rewriter.dialoggen import is_llava_folder
+from hunyuan_core.rewriter.session import MAX_SEED
+
+from . import host
+from ._common import CATEGORY, DTYPES, HUNYUAN_FOLDER, TEXT_ENCODER, TextEncoderHandle, resolve_choice
+
+REWRITER = "HYDIT_REWRITER"
+INSTRUCTION = "HYDIT_INSTRUCTION"
+LLM_FOLDER = "LLM"  # ComfyUI/models/LLM/<model folder>/, as other LLM node packs use
+host.register_model_folder(LLM_FOLDER, "LLM")
+SERVER = "OpenAI-compatible server (endpoint below)"
+QUANTIZE = ["none", "8bit", "4bit"]
+_SEARCH_DEPTH = 3  # models/hunyuan/HunyuanDiT/ckpts/dialoggen
+_BLANK = 64  # side of the placeholder image when there is no previous picture
+
+
+def _user_dir() -> Path:
+    """``hunyuan-dit/`` in ComfyUI's user folder; outside ComfyUI the core's default folder."""
+    base = host.user_directory()
+    return Path(base) / "hunyuan-dit" if base is not None else user_dir()
+
+
+def _sessions() -> SessionStore:
+    return SessionStore(_user_dir() / "sessions")
+
+
+def _instructions() -> InstructionStore:
+    return InstructionStore(_user_dir())
+
+
+def rewriter_choices() -> list[str]:
+    """``LLM/<folder>`` for chat LLMs and DialogGen, ``hunyuan/<...>/dialoggen`` inside official downloads,
+    then the server entry."""
+    found: set[str] = set()
+    for key in (LLM_FOLDER, HUNYUAN_FOLDER):
+        for base in map(Path, host.folder_paths_for(key)):
+            pending = [(base, 0)]
+            while pending:
+                folder, depth = pending.pop()
+                if not folder.is_dir() or depth > _SEARCH_DEPTH:
+                    continue
+                if depth and (is_llava_folder(folder) or (key == LLM_FOLDER and is_chat_model_folder(folder))):
+                    found.add(f"{key}/{folder.relative_to(base).as_posix()}")
+                    continue
+                pending += [(p, depth + 1) for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return sorted(found) + [SERVER]
+
+
+class HunyuanDiTRewriterLoader:
+    """Loads the prompt rewriter: DialogGen, a local chat LLM, or an OpenAI-compatible server."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (rewriter_choices(), {"tooltip": (
+                    "LLM/: DialogGen (the official ckpts/dialoggen folder) or any Hugging Face chat model "
+                    "(Qwen, Hunyuan, Llama ... instruct) under models/LLM/. hunyuan/: DialogGen inside an "
+                    "official download. Or a server (llama.cpp, Ollama, vLLM) at the endpoint below."
+                )}),
+                "endpoint": ("STRING", {"default": "http://127.0.0.1:8080/v1", "tooltip": (
+                    "Server address when model is the server entry (e.g. Ollama: http://127.0.0.1:11434/v1)."
+                )}),
+                "server_model": ("STRING", {"default": "", "tooltip": (
+                    "Model name on the server; empty takes the first one it lists."
+                )}),
+                "dtype": (list(DTYPES), {"default": "auto", "tooltip": "Local models: auto = fp16 on GPUs, bf16 on CPU."}),
+                "quantize": (QUANTIZE, {"default": "none", "tooltip": (
+                    "Local models: load in 8 or 4 bits (needs the bitsandbytes package and CUDA). DialogGen in "
+                    "4 bits takes about 5 GB instead of 15."
+                )}),
+                "keep_on_gpu": ("BOOLEAN", {"default": False, "tooltip": (
+                    "Keep a local LLM on the GPU between rewrites (faster, but it holds its memory while "
+                    "HunyuanDiT draws). Off: it rests on the CPU."
+                )}),
+                "temperature": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 2.0, "step": 0.05, "tooltip": (
+                    "Sampling temperature; 0 = greedy (always the same answer); -1 = the model's default "
+                    "(DialogGen: the official 0.2)."
+                )}),
+                "max_new_tokens": ("INT", {"default": 512, "min": 16, "max": 4096, "tooltip": (
+                    "Longest answer in tokens (official DialogGen: 512)."
+                )}),
+                "llm_seed": ("INT", {"default": -1, "min": -1, "max": MAX_SEED, "tooltip": (
+                    "Seed of the LLM's sampling: the same seed gives the same rewrite; -1 = not seeded."
+                )}),
+                "timeout": ("FLOAT", {"default": 120.0, "min": 1.0, "max": 3600.0, "tooltip": (
+                    "Seconds to wait for the server."
+                )}),
+            },
+        }
+
+    RETURN_TYPES = (REWRITER, "STRING")
+    RETURN_NAMES = ("rewriter", "info")
+    OUTPUT_TOOLTIPS = ("The prompt rewriter.", "Which model and which sampling settings.")
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Loads a prompt rewriter for HunyuanDiT: DialogGen, a local chat LLM or an HTTP server."
+
+    def load(self, model: str, endpoint: str, server_model: str, dtype: str, quantize: str, keep_on_gpu: bool,
+             temperature: float, max_new_tokens: int, llm_seed: int, timeout: float):
+        path = endpoint.strip() if model == SERVER else resolve_choice(model, (LLM_FOLDER, HUNYUAN_FOLDER))
+        device = host.torch_device()
+        rewriter = load_rewriter(
+            path, device=device, dtype=DTYPES[dtype], model=server_model.strip() or None,
+            quantize=None if quantize == "none" else quantize, keep_loaded=keep_on_gpu and not host.low_vram(),
+            make_room=lambda size: host.free_memory(size, device), timeout=timeout,
+            temperature=None if temperature < 0 else temperature, max_new_tokens=max_new_tokens,
+            seed=None if llm_seed < 0 else llm_seed,
+        )
+        options = rewriter.options
+        info = (f"{rewriter.name}: temperature {options.temperature:g}, up to {options.max_new_tokens} new tokens"
+                + (f", seed {options.seed}" if options.seed is not None else ""))
+        return (rewriter, info)
+
+
+def _load_image(path: str) -> torch.Tensor:
+    """A picture file as ComfyUI IMAGE ``[1,H,W,3]``."""
+    array = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array)[None].to(host.intermediate_device())
+
+
+class HunyuanDiTRewritePrompt:
+    """Rewrites a request as the next turn of a named conversation that persists on disk."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "rewriter": (REWRITER, {"tooltip": "From HunyuanDiT Rewriter Loader."}),
+                "request": ("STRING", {"multiline": True, "default": "画一个木制的鸟", "tooltip": (
+                    "What to draw, or how to change the last picture (e.g. 变成玻璃的 / make it glass). "
+                    "Each queue with a new request adds a turn to the conversation."
+                )}),
+                "session": ("STRING", {"default": "default", "tooltip": (
+                    "Conversation name. The conversation is saved under it, so queueing again continues it "
+                    "(also after a restart); another name starts another conversation."
+                )}),
+                "undo_last": ("BOOLEAN", {"default": False, "tooltip": (
+                    "Drop the previous turn before this one: retry the last request instead of adding a turn. "
+                    "While on, every queue replaces the last turn."
+                )}),
+                "reset": ("BOOLEAN", {"default": False, "tooltip": (
+                    "Start the conversation over with this request. While on, every queue is a first turn."
+                )}),
+                "session_seed": ("INT", {"default": 666, "min": 0, "max": MAX_SEED, "tooltip": (
+                    "Drawing seed of a new or reset conversation, given on the seed output (the official demo "
+                    "keeps one seed, so that the subject stays the same while it changes)."
+                )}),
+                "reuse_seed": ("BOOLEAN", {"default": True, "tooltip": (
+                    "Every turn draws with the conversation's seed (subject consistency); off: seed + turn."
+                )}),
+                "img2img_strength": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": (
+                    "0 = off. Otherwise init_image is the previous turn's picture (remembered by HunyuanDiT "
+                    "Remember Picture) and denoise this strength: wire them through VAE Encode to the sampler "
+                    "to keep the composition."
+                )}),
+            },
+            "optional": {
+                "instruction": (INSTRUCTION, {"tooltip": "A saved instruction, applied before or after rewriting."}),
+                "text_encoder": (TEXT_ENCODER, {"tooltip": (
+                    "Connect to cut the prompt with mT5's own tokenizer at its 256-token limit (otherwise "
+                    "a cautious estimate is used)."
+                )}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    RETURN_TYPES = ("STRING", "INT", "IMAGE", "FLOAT", "STRING")
+    RETURN_NAMES = ("prompt", "seed", "init_image", "denoise", "reply")
+    OUTPUT_TOOLTIPS = (
+        "The rewritten prompt: connect to HunyuanDiT Text Encode's positive input.",
+        "This turn's drawing seed.",
+        "The previous picture when img2img is on, else a small black image.",
+        "img2img_strength when there is a previous picture, else 1 (draw from scratch).",
+        "The model's raw answer.",
+    )
+    FUNCTION = "rewrite"
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Turns a short request into a rich HunyuanDiT prompt with the conversation so far, like the official "
+        "multi-turn demo; a refusal stops the run with the model's answer."
+    )
+
+    def rewrite(self, rewriter, request: str, session: str, undo_last: bool, reset: bool, session_seed: int,
+                reuse_seed: bool, img2img_strength: float, instruction: Instruction | None = None,
+                text_encoder: TextEncoderHandle | None = None, unique_id: str | None = None):
+        store = _sessions()
+        conversation = store.load(session, seed=session_seed)
+        if reset:
+            conversation.reset(seed=session_seed)
+        elif undo_last:
+            conversation.undo()
+        conversation.reuse_seed = reuse_seed
+        conversation.img2img_strength = img2img_strength or None
+        conversation.validate()
+        counter = tokenizer_counter(text_encoder.encoder.mt5_tokenizer) if text_encoder is not None else None
+        result = rewriter.rewrite(request, conversation, instruction, count_tokens=counter)
+        store.save(conversation)
+        if result.refused:
+            raise InputError(f"the rewriter refused this request: {result.reply!r}. Change the request (the "
+                             "refusal stays in the conversation: turn undo_last on to drop it)")
+        lines = [f"turn {len(conversation.turns)}, seed {result.seed}: {result.prompt}"]
+        if not result.draw:
+            lines.append("(the model did not mark this as a drawing request; its answer is used as the prompt)")
+        if result.truncated:
+            lines.append(f"(cut to fit the text encoder: {result.truncated})")
+        host.show_text(unique_id, "\n".join(lines), logging.INFO)
+        init = _load_image(result.init_image) if result.init_image else torch.zeros(
+            1, _BLANK, _BLANK, 3, device=host.intermediate_device())
+        outputs = (result.prompt, result.seed, init, float(result.strength or 1.0), result.reply)
+        return {"ui": {"text": lines}, "result": outputs}
+
+
+class HunyuanDiTConversationImage:
+    """Remembers the turn's picture in the conversation (for img2img from the previous turn and the record)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "This turn's picture (the first one of a batch is kept)."}),
+                "session": ("STRING", {"default": "default", "tooltip": "The same name as in HunyuanDiT Rewrite Prompt."}),
+            },
+        }
+
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "remember"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Stores the picture with the conversation's last turn (beside the conversation file)."
+
+    def remember(self, images: torch.Tensor, session: str):
+        store = _sessions()
+        conversation = store.load(session)
+        if not conversation.turns:
+            raise InputError(f"conversation {session!r} has no turn yet: run HunyuanDiT Rewrite Prompt first")
+        folder = store.image_dir(session)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"turn_{len(conversation.turns):03d}.png"
+        pixels = (images[0].float().clamp(0, 1).cpu().numpy() * 255.0).round().astype(np.uint8)
+        Image.fromarray(pixels).save(path)
+        conversation.turns[-1].image = str(path.resolve())
+        store.save(conversation)
+        return {"ui": {"text": [f"turn {len(conversation.turns)}: {path.name}"]}}
+
+
+class HunyuanDiTInstruction:
+    """Picks a saved instruction (a prompt template such as ``{prompt}，水墨画风格``)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"name": (_instructions().names(), {"tooltip": (
+            "Saved with HunyuanDiT Save Instruction (or built in). Templates marked 'before' shape the request "
+            "the LLM reads; the others are added to the rewritten prompt."
+        )})}}
+
+    @classmethod
+    def IS_CHANGED(cls, name: str):
+        """Run again when the saved template behind the name changes."""
+        instruction = _instructions().get(name)
+        return f"{instruction.position}:{instruction.template}"
+
+    RETURN_TYPES = (INSTRUCTION, "STRING")
+    RETURN_NAMES = ("instruction", "template")
+    OUTPUT_TOOLTIPS = ("Connect to HunyuanDiT Rewrite Prompt.", "The template text.")
+    FUNCTION = "pick"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "A saved instruction for the prompt rewriter."
+
+    def pick(self, name: str):
+        instruction = _instructions().get(name)
+        return (instruction, instruction.template)
+
+
+class HunyuanDiTSaveInstruction:
+    """Saves (or replaces) a named instruction in the user's folder, and passes it on."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "name": ("STRING", {"default": "my style", "tooltip": (
+                    "Name to save it under (replaces one of the same name)."
+                )}),
+                "template": ("STRING", {"multiline": True, "default": "{prompt}，水墨画风格", "tooltip": (
+                    "The text with {prompt} where the prompt goes."
+                )}),
+                "position": (list(POSITIONS), {"default": "after", "tooltip": (
+                    "before: applied to the request the LLM reads; after: added to the rewritten prompt."
+                )}),
+            },
+        }
+
+    RETURN_TYPES = (INSTRUCTION,)
+    RETURN_NAMES = ("instruction",)
+    OUTPUT_NODE = True
+    FUNCTION = "save"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Saves a prompt template for HunyuanDiT Saved Instruction and the chat command."
+
+    def save(self, name: str, template: str, position: str):
+        instruction = Instruction(name.strip(), template, position)
+        _instructions().save(instruction)
+        return {"ui": {"text": [f"saved {instruction.name!r}"]}, "result": (instruction,)}
+
+
+NODE_CLASS_MAPPINGS = {
+    "HunyuanDiTRewriterLoader": HunyuanDiTRewriterLoader,
+    "HunyuanDiTRewritePrompt": HunyuanDiTRewritePrompt,
+    "HunyuanDiTConversationImage": HunyuanDiTConversationImage,
+    "HunyuanDiTInstruction": HunyuanDiTInstruction,
+    "HunyuanDiTSaveInstruction": HunyuanDiTSaveInstruction,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "HunyuanDiTRewriterLoader": "HunyuanDiT Rewriter Loader (DialogGen / LLM)",
+    "HunyuanDiTRewritePrompt": "HunyuanDiT Rewrite Prompt (multi-turn)",
+    "HunyuanDiTConversationImage": "HunyuanDiT Remember Picture",
+    "HunyuanDiTInstruction": "HunyuanDiT Saved Instruction",
+    "HunyuanDiTSaveInstruction": "HunyuanDiT Save Instruction",
+}
