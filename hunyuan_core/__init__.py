@@ -12,8 +12,10 @@ from .rewriter import load_rewriter
 from .samplers import SAMPLERS
 from .sampling import sample
 from .sizes import PRESETS
+from .upscaler import Upscaler, load_upscaler, upscale_images
 
 __all__ = [
     "HunyuanDiTPipeline", "HunyuanError", "InputError", "ModelFileError", "PRESETS", "PipelineOutput", "SAMPLERS",
-    "load_dit", "load_pipeline", "load_rewriter", "load_text_encoder", "load_vae", "sample",
+    "Upscaler", "load_dit", "load_pipeline", "load_rewriter", "load_text_encoder", "load_upscaler", "load_vae",
+    "sample", "upscale_images",
 ]

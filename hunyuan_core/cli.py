@@ -48,10 +48,9 @@ def _generate(args: argparse.Namespace) -> int:
             tmp.cleanup()
     images = out.images
     if args.upscale:
-        from .upscaler import load_upscaler
+        from .upscaler import upscale_images
 
-        upscaler = load_upscaler(args.upscale, device=args.device)
-        images = [upscaler(img) for img in images]
+        images = upscale_images(images, args.upscale, device=args.device, progress=ProgressBar("upscaling"))
     args.out.mkdir(parents=True, exist_ok=True)
     for i, (img, seed) in enumerate(zip(images, out.seeds)):
         path = args.out / f"hunyuan_{seed}_{i:02d}.png"

@@ -56,3 +56,12 @@ def test_convert_command(tiny_official, tmp_path):
     a = hy.load_dit(tiny_official, device="cpu").state_dict()
     b = hy.load_dit(tmp_path / "d", device="cpu").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)  # tiny weights are fp16-exact, so fp16 storage loses nothing
+
+
+def test_generate_then_upscale(tmp_path):
+    from hunyuan_core.upscaler.tiny import make_tiny_upscaler
+
+    sr = make_tiny_upscaler(tmp_path / "x2.pth", architecture="SRVGGNetCompact", scale=2)
+    assert main(["generate", "--model", "tiny", "--prompt", "猫", "--width", "64", "--height", "64", "--steps", "1",
+                 "--upscale", str(sr), "--out", str(tmp_path / "o")]) == 0
+    assert Image.open(next((tmp_path / "o").glob("*.png"))).size == (128, 128)

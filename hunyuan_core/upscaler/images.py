@@ -1,0 +1,84 @@
+"""Images in and out of the upscaler: PIL images or ``[B, H, W, C]`` float tensors, gray/colour/alpha.
+
+Inside, an image is ``[1, C, H, W]`` float32 in 0..1 with C = 1 (L), 2 (LA), 3 (RGB) or 4 (RGBA);
+colour and alpha are split so that only colour goes through the network.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..errors import InputError
+
+# ITU-R 601-2 luma, as PIL's convert("L") uses, to fold a colour result back to gray.
+_LUMA = (0.299, 0.587, 0.114)
+_NATIVE_MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
+_MODES_BY_CHANNELS = {c: m for m, c in _NATIVE_MODES.items()}
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """``[1, C, H, W]`` float32 0..1; palette, CMYK, 16-bit etc. become RGB(A) or L first."""
+    if image.mode not in _NATIVE_MODES:
+        has_alpha = "A" in image.getbands() or "transparency" in image.info
+        if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+            array = np.asarray(image, dtype=np.float32) / (65535.0 if image.mode != "F" else 1.0)
+            return torch.from_numpy(array.clip(0, 1).copy())[None, None]
+        image = image.convert("RGBA" if has_alpha else "RGB")
+    array = np.asarray(image, dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)[None].float().div_(255.0)
+
+
+def tensor_to_pil(image: torch.Tensor) -> Image.Image:
+    """Inverse of :func:`pil_to_tensor` for ``[1, C, H, W]`` (rounded to 8 bits)."""
+    array = image[0].permute(1, 2, 0).clamp(0, 1).mul(255.0).round().to(torch.uint8).cpu().numpy()
+    mode = _MODES_BY_CHANNELS[array.shape[2]]
+    return Image.fromarray(array[:, :, 0] if mode == "L" else array, mode=mode)
+
+
+def check_batch(images: torch.Tensor) -> None:
+    """Refuse anything but a float ``[B, H, W, C]`` tensor with 1-4 channels and non-empty sides."""
+    if images.ndim != 4 or not 1 <= images.shape[-1] <= 4 or 0 in images.shape:
+        raise InputError(
+            f"expected an image batch [B, H, W, C] with C = 1..4 and no empty side; got shape {tuple(images.shape)}"
+        )
+    if not images.is_floating_point():
+        raise InputError(f"expected float pixels in 0..1; got dtype {images.dtype}")
+
+
+def split_alpha(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``[N, C, H, W]`` → (colour with 1 or 3 channels, alpha ``[N, 1, H, W]`` or None)."""
+    if image.shape[1] in (2, 4):
+        return image[:, :-1], image[:, -1:]
+    return image, None
+
+
+def colour_to_model(colour: torch.Tensor, model_channels: int) -> torch.Tensor:
+    """Shape the colour channels for a 1- or 3-channel model: gray is repeated, colour is folded into the batch."""
+    if colour.shape[1] == model_channels:
+        return colour
+    if model_channels == 3:
+        return colour.expand(-1, 3, -1, -1)
+    return colour.reshape(-1, 1, *colour.shape[2:])
+
+
+def colour_from_model(result: torch.Tensor, colour_channels: int, model_channels: int) -> torch.Tensor:
+    """Undo :func:`colour_to_model` on the upscaled result."""
+    if colour_channels == model_channels:
+        return result
+    if model_channels == 3:
+        luma = torch.tensor(_LUMA, device=result.device, dtype=result.dtype).view(1, 3, 1, 1)
+        return (result * luma).sum(1, keepdim=True)
+    return result.reshape(-1, colour_channels, *result.shape[2:])
+
+
+def resize(image: torch.Tensor, height: int, width: int, mode: str = "bicubic") -> torch.Tensor:
+    """Resize ``[N, C, H, W]``; antialiased when shrinking, clamped to 0..1."""
+    if tuple(image.shape[-2:]) == (height, width):
+        return image
+    shrink = height < image.shape[-2] or width < image.shape[-1]
+    return F.interpolate(image, size=(height, width), mode=mode, align_corners=False, antialias=shrink).clamp_(0, 1)

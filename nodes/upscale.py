@@ -1,0 +1,115 @@
+"""Super-resolution nodes: load an ESRGAN-family (or any spandrel) model, upscale IMAGEs tile by tile.
+
+The upscale node also takes ComfyUI's own UPSCALE_MODEL (a spandrel descriptor from "Load Upscale
+Model"), so either loader feeds it. The model rests on the offload device and visits the GPU per run.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from hunyuan_core.errors import InputError
+from hunyuan_core.upscaler import Upscaler, load_upscaler
+
+from . import host
+from ._common import CATEGORY, DTYPES, on_compute_device, resolve_dtype
+
+UPSCALE_MODEL = "HYDIT_UPSCALE_MODEL"
+UPSCALE_FOLDER = "upscale_models"
+
+
+class HunyuanDiTUpscaleModelLoader:
+    """models/upscale_models/<file> → HYDIT_UPSCALE_MODEL, architecture and scale read from the weights."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model_name": (host.get_filename_list(UPSCALE_FOLDER), {"tooltip": (
+                    "A file in models/upscale_models: ESRGAN/Real-ESRGAN (RealESRGAN_x4plus, x2plus, "
+                    "x4plus_anime_6B, 4x-UltraSharp), Real-ESRGAN compact (realesr-general-x4v3, "
+                    "realesr-animevideov3), or any architecture spandrel knows."
+                )}),
+                "dtype": (list(DTYPES), {"default": "auto", "tooltip": (
+                    "Weight precision. auto: fp16 on GPUs, fp32 on CPU; a precision the architecture "
+                    "cannot run in falls back to fp32."
+                )}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    RETURN_TYPES = (UPSCALE_MODEL,)
+    RETURN_NAMES = ("upscale_model",)
+    OUTPUT_TOOLTIPS = ("The super-resolution model, for HunyuanDiT Upscale Image.",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Loads a super-resolution model and reports its architecture and scale."
+
+    def load(self, model_name: str, dtype: str, unique_id: str | None = None):
+        path = host.get_full_path(UPSCALE_FOLDER, model_name)
+        upscaler = load_upscaler(path, device=host.offload_device(), dtype=resolve_dtype(dtype, host.torch_device()))
+        dtype_name = str(upscaler.dtype).replace("torch.", "")
+        info = f"{upscaler.architecture} x{upscaler.scale} ({dtype_name}) from {model_name}"
+        host.show_text(unique_id, info)
+        return {"ui": {"text": [info]}, "result": (upscaler,)}
+
+
+def as_upscaler(model: object) -> Upscaler:
+    """Our HYDIT_UPSCALE_MODEL as it is, or ComfyUI's UPSCALE_MODEL (a spandrel descriptor) wrapped."""
+    if isinstance(model, Upscaler):
+        return model
+    if hasattr(model, "model") and hasattr(model, "scale") and hasattr(model, "size_requirements"):
+        return Upscaler.from_spandrel(model)
+    raise InputError(f"upscale_model: expected {UPSCALE_MODEL} or ComfyUI's UPSCALE_MODEL; got {type(model).__name__}")
+
+
+class HunyuanDiTUpscale:
+    """IMAGE → IMAGE at the model's scale (or a chosen one), in feathered tiles; alpha is kept."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "upscale_model": (f"{UPSCALE_MODEL},UPSCALE_MODEL", {"tooltip": (
+                    "From HunyuanDiT Load Upscale Model, or ComfyUI's Load Upscale Model."
+                )}),
+                "image": ("IMAGE", {"tooltip": "Images to upscale (RGB or RGBA; alpha is resized smoothly)."}),
+                "tile": ("INT", {"default": 512, "min": 64, "max": 8192, "step": 8, "tooltip": (
+                    "Tile side in input pixels; GPU memory grows with it. Halved automatically on out-of-memory."
+                )}),
+                "overlap": ("INT", {"default": 32, "min": 0, "max": 1024, "step": 8, "tooltip": (
+                    "Input pixels shared by neighbouring tiles and blended; more hides seams better."
+                )}),
+                "scale": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 16.0, "step": 0.05, "tooltip": (
+                    "Final scale. 0: the model's own (x4: 1024 px becomes 4096 px); other values resize "
+                    "after super-resolution (2 with an x4 model: 2048 px)."
+                )}),
+            },
+        }
+
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("image",)
+    OUTPUT_TOOLTIPS = ("The upscaled images.",)
+    FUNCTION = "upscale"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Upscales images with a super-resolution model, tile by tile with seamless blending."
+
+    def upscale(self, upscale_model: object, image: torch.Tensor, tile: int, overlap: int, scale: float):
+        upscaler = as_upscaler(upscale_model)
+        device = host.torch_device()
+        host.free_memory(upscaler.memory_estimate(tile), device)
+        total = upscaler.count_tiles(image.shape[0], image.shape[1], image.shape[2], tile, overlap)
+        with on_compute_device(upscaler, host.offload_device()):
+            out = upscaler(image, tile=tile, overlap=overlap, scale=scale or None,
+                           progress=host.progress_callback(total), cancel=host.cancel_callback())
+        return (out.to(host.intermediate_device()),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "HunyuanDiTUpscaleModelLoader": HunyuanDiTUpscaleModelLoader,
+    "HunyuanDiTUpscale": HunyuanDiTUpscale,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "HunyuanDiTUpscaleModelLoader": "HunyuanDiT Load Upscale Model",
+    "HunyuanDiTUpscale": "HunyuanDiT Upscale Image",
+}
