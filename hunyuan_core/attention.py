@@ -12,7 +12,7 @@ from torch import nn
 
 from .rope import apply_rope
 
-Rope = tuple[torch.Tensor, torch.Tensor]
+Rope = torch.Tensor  # complex rotations [S, head_dim / 2], see rope.rope_freqs
 
 
 class SelfAttention(nn.Module):
@@ -30,8 +30,8 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, rope: Rope) -> torch.Tensor:
         b, s, _ = x.shape
         q, k, v = self.Wqkv(x).view(b, s, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q = apply_rope(self.q_norm(q), *rope)
-        k = apply_rope(self.k_norm(k), *rope)
+        q = apply_rope(self.q_norm(q), rope)
+        k = apply_rope(self.k_norm(k), rope)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.out_proj(out.transpose(1, 2).reshape(b, s, -1))
 
@@ -58,6 +58,6 @@ class CrossAttention(nn.Module):
     def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], rope: Rope) -> torch.Tensor:
         b, s, _ = x.shape
         q = self.q_proj(x).view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
-        q = apply_rope(self.q_norm(q), *rope)
+        q = apply_rope(self.q_norm(q), rope)
         out = F.scaled_dot_product_attention(q, *kv)
         return self.out_proj(out.transpose(1, 2).reshape(b, s, -1))

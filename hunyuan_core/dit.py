@@ -13,7 +13,7 @@ from torch import nn
 from .attention import CrossAttention, Rope, SelfAttention
 from .config import DiTConfig
 from .embedders import AttentionPool, FP32SiLU, TimestepEmbedder, mlp_embedder, timestep_embedding
-from .rope import rope_2d
+from .rope import rope_2d, rope_freqs
 
 
 class FP32LayerNorm(nn.LayerNorm):
@@ -139,11 +139,10 @@ class HunyuanDiT(nn.Module):
         return self.x_embedder.proj.weight.device
 
     def rope(self, grid_h: int, grid_w: int, device: torch.device) -> Rope:
-        """RoPE (cos, sin) for a token grid, cached per size and device."""
+        """RoPE rotations for a token grid, cached per size and device."""
         key = (grid_h, grid_w, str(device))
         if key not in self._rope_cache:
-            cos, sin = rope_2d(self.config.head_dim, grid_h, grid_w)
-            self._rope_cache[key] = (cos.to(device), sin.to(device))
+            self._rope_cache[key] = rope_freqs(*rope_2d(self.config.head_dim, grid_h, grid_w)).to(device)
         return self._rope_cache[key]
 
     def text_states(
@@ -197,17 +196,21 @@ class HunyuanDiT(nn.Module):
         text_embedding_mask_t5: torch.Tensor | None = None,
         image_meta_size: torch.Tensor | None = None,
         style: torch.Tensor | None = None,
-        image_rotary_emb: Rope | None = None,
+        image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
         context: TextContext | None = None,
     ) -> torch.Tensor:
         """Denoise latents ``x`` [B, C, H, W] at timesteps ``t`` [B]; returns [B, out_channels, H, W].
 
         Give either the text inputs or a ``context`` from :meth:`text_context` (the fast path for sampling).
+        ``image_rotary_emb`` (cos, sin) [S, head_dim] overrides the RoPE computed from the latent size.
         """
         cfg = self.config
         b, _, h, w = x.shape
         gh, gw = h // cfg.patch_size, w // cfg.patch_size
-        rope = image_rotary_emb if image_rotary_emb is not None else self.rope(gh, gw, x.device)
+        if image_rotary_emb is not None:
+            rope = rope_freqs(*image_rotary_emb).to(x.device)
+        else:
+            rope = self.rope(gh, gw, x.device)
         if context is None:
             context = self.text_context(
                 encoder_hidden_states, text_embedding_mask, encoder_hidden_states_t5, text_embedding_mask_t5,

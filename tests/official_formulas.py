@@ -39,3 +39,10 @@ def official_rope(head_dim, height_px, width_px, patch=2):
     emb_h = _official_1d(head_dim // 2, grid[0].reshape(-1))
     emb_w = _official_1d(head_dim // 2, grid[1].reshape(-1))
     return np.concatenate([emb_h[0], emb_w[0]], axis=1), np.concatenate([emb_h[1], emb_w[1]], axis=1)
+
+
+def official_apply_rotary(x, cos, sin):
+    """apply_rotary_emb(use_real=True) of hydit/modules/attn_layers.py on [B, S, H, D] (numpy, float32)."""
+    pairs = x.reshape(*x.shape[:-1], -1, 2)
+    rotated = np.stack([-pairs[..., 1], pairs[..., 0]], axis=-1).reshape(x.shape)
+    return x * cos[None, :, None, :] + rotated * sin[None, :, None, :]

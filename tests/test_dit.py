@@ -7,9 +7,9 @@ import torch
 from hunyuan_core.config import DiTConfig
 from hunyuan_core.dit import HunyuanDiT
 from hunyuan_core.keys import diffusers_to_official, official_to_diffusers, to_official
-from hunyuan_core.rope import rope_2d
+from hunyuan_core.rope import apply_rope, rope_2d, rope_freqs
 from hunyuan_core.sizes import PRESETS
-from official_formulas import official_rope
+from official_formulas import official_apply_rotary, official_rope
 
 TINY = dict(depth=6, hidden_size=64, num_heads=2, mlp_hidden=160, text_dim=32, t5_dim=48, pooled_dim=40)
 
@@ -106,6 +106,14 @@ def test_rope_matches_official_formula(wh):
     assert cos.shape == (h // 16 * w // 16, 88)
     np.testing.assert_allclose(cos.numpy(), ref_cos, atol=2e-6)
     np.testing.assert_allclose(sin.numpy(), ref_sin, atol=2e-6)
+
+
+def test_rope_rotation_matches_official_rotate_half():
+    cos, sin = official_rope(88, 768, 1280)
+    x = np.random.default_rng(0).standard_normal((2, cos.shape[0], 3, 88)).astype(np.float32)  # [B, S, H, D]
+    ref = official_apply_rotary(x, cos, sin)
+    ours = apply_rope(torch.from_numpy(x).transpose(1, 2), rope_freqs(torch.from_numpy(cos), torch.from_numpy(sin)))
+    np.testing.assert_allclose(ours.transpose(1, 2).numpy(), ref, atol=1e-5)
 
 
 def test_rope_width_coordinate_first():
