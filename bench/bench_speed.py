@@ -99,7 +99,11 @@ def shared_components(device, dtype):
     from diffusers import AutoencoderKL
     from transformers import BertConfig, BertModel, T5Config, T5EncoderModel
 
-    from hunyuan_core.text_encoder import BilingualTextEncoder, load_bert_tokenizer, load_mt5_tokenizer
+    from hunyuan_core.text_encoder import (
+        BilingualTextEncoder,
+        load_bert_tokenizer,
+        load_mt5_tokenizer,
+    )
     from hunyuan_core.tiny import TINY_VAE, make_tiny
 
     root = make_tiny(tempfile.mkdtemp(prefix="hydit-bench-"), layout="official") / "t2i"
@@ -114,7 +118,8 @@ def shared_components(device, dtype):
 
 
 def bench_pipeline(ours, theirs, device, dtype, size: int, steps: int, repeats: int) -> None:
-    from diffusers import DDPMScheduler, HunyuanDiTPipeline as DiffusersPipeline
+    from diffusers import DDPMScheduler
+    from diffusers import HunyuanDiTPipeline as DiffusersPipeline
 
     from hunyuan_core.pipeline import HunyuanDiTPipeline
 

@@ -25,8 +25,8 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import os
 import json
+import os
 import subprocess
 import sys
 import tempfile

@@ -12,7 +12,13 @@ from torch import nn
 
 from .attention import CrossAttention, Rope, SelfAttention
 from .config import DiTConfig
-from .embedders import AttentionPool, FP32SiLU, TimestepEmbedder, mlp_embedder, timestep_embedding
+from .embedders import (
+    AttentionPool,
+    FP32SiLU,
+    TimestepEmbedder,
+    mlp_embedder,
+    timestep_embedding,
+)
 from .rope import rope_2d, rope_freqs
 
 

@@ -15,34 +15,20 @@ from pathlib import Path
 import torch
 
 from .config import DiTConfig
+from .devices import resolve_device, resolve_dtype
 from .dit import HunyuanDiT
-from .errors import InputError, ModelFileError
+from .errors import ModelFileError
 from .files import StateDict, read_checkpoint, read_folder_state_dict, unwrap_state_dict
 from .keys import to_official
-from .layouts import SINGLE_FILE_TEXT_PREFIX, SINGLE_FILE_VAE_PREFIX, ModelFiles, find_model_files
+from .layouts import (
+    SINGLE_FILE_TEXT_PREFIX,
+    SINGLE_FILE_VAE_PREFIX,
+    ModelFiles,
+    find_model_files,
+)
 from .versions import detect_version
 
-DTYPES = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-          "fp32": torch.float32, "float32": torch.float32}
 PathLike = str | os.PathLike
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` -> CUDA when available, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """``None``/``"auto"`` -> fp16 on GPUs (the official precision), fp32 on CPU (fp16 matmuls are slow there)."""
-    if dtype is None or dtype == "auto":
-        return torch.float16 if device.type in ("cuda", "mps", "xpu") else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise InputError(f"unknown dtype '{dtype}': choose auto, fp16, bf16 or fp32")
-    return DTYPES[dtype]
 
 
 def _container_order(variant: str | None) -> tuple[str, ...]:
@@ -97,7 +83,10 @@ def load_dit(path_or_state_dict: PathLike | Mapping[str, torch.Tensor], device=N
 
 def load_text_encoder(path: PathLike, device=None, dtype=None, bert_vocab: PathLike | None = None):
     """Load BERT + mT5 with their tokenizers from an official tree, a diffusers folder or an all-in-one file."""
-    from .text_encoder import load_text_encoder_from_folders, load_text_encoder_from_single_file
+    from .text_encoder import (
+        load_text_encoder_from_folders,
+        load_text_encoder_from_single_file,
+    )
 
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)

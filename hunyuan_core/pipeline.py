@@ -11,10 +11,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .devices import resolve_device, resolve_dtype
 from .dit import HunyuanDiT
 from .errors import InputError
 from .layouts import find_model_files
-from .loaders import build_dit, load_dit, load_text_encoder, load_vae, resolve_device, resolve_dtype, split_single_file
+from .loaders import build_dit, load_dit, load_text_encoder, load_vae, split_single_file
 from .sampling import Progress, sample
 from .text_encoder import DEFAULT_NEGATIVE_PROMPT, BilingualTextEncoder, TextEmbeddings
 from .vae import decode_latents, encode_images

@@ -19,6 +19,7 @@ import torch
 
 from .convert import LAYOUTS, ModelParts, bert_vocab_beside, save_parts
 from .errors import InputError
+
 VERSIONS = ("1.2", "1.1")
 
 # DiT: depth 4, width 64, 2 heads (head dim 32, divisible by 4 for the 2-D RoPE), MLP 4x.
@@ -108,7 +109,12 @@ def _random_parts(version: str, seed: int) -> ModelParts:
     """Seeded random weights (the caller's RNG state is left untouched); cached, the writers only read them."""
     import sentencepiece as spm
     from diffusers import AutoencoderKL
-    from transformers import BertConfig, BertModel, MT5Config, MT5ForConditionalGeneration
+    from transformers import (
+        BertConfig,
+        BertModel,
+        MT5Config,
+        MT5ForConditionalGeneration,
+    )
 
     from .config import DiTConfig
     from .dit import HunyuanDiT

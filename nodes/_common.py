@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
+from hunyuan_core.devices import resolve_dtype as core_resolve_dtype
 from hunyuan_core.errors import InputError
-from hunyuan_core.loaders import resolve_dtype as core_resolve_dtype
 
 from . import host
 

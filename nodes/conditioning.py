@@ -5,7 +5,13 @@ from __future__ import annotations
 from hunyuan_core.text_encoder import DEFAULT_NEGATIVE_PROMPT
 
 from . import host
-from ._common import CATEGORY, CONDITIONING, TEXT_ENCODER, TextEncoderHandle, on_compute_device
+from ._common import (
+    CATEGORY,
+    CONDITIONING,
+    TEXT_ENCODER,
+    TextEncoderHandle,
+    on_compute_device,
+)
 
 
 def truncation_report(label: str, cut: str) -> str:

@@ -9,7 +9,14 @@ from hunyuan_core.vae import decode_latents, encode_images
 
 from . import host
 from ._common import (
-    CATEGORY, VAE, VAEHandle, images_to_comfy, images_to_core, latent_to_comfy, latent_to_core, on_compute_device,
+    CATEGORY,
+    VAE,
+    VAEHandle,
+    images_to_comfy,
+    images_to_core,
+    latent_to_comfy,
+    latent_to_core,
+    on_compute_device,
 )
 
 

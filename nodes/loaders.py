@@ -16,14 +16,27 @@ from hunyuan_core.files import read_state_dict
 from hunyuan_core.loaders import load_dit, load_text_encoder, load_vae
 from hunyuan_core.pipeline import load_pipeline
 from hunyuan_core.text_encoder import (
-    SINGLE_FILE_BERT_PREFIX, SINGLE_FILE_MT5_PREFIX, SINGLE_FILE_SPIECE_KEY, load_text_encoder_from_single_file,
+    SINGLE_FILE_BERT_PREFIX,
+    SINGLE_FILE_MT5_PREFIX,
+    SINGLE_FILE_SPIECE_KEY,
+    load_text_encoder_from_single_file,
 )
 from hunyuan_core.versions import VERSION_DEFAULTS
 
 from . import host
 from ._common import (
-    CATEGORY, DTYPES, HUNYUAN_FOLDER, MODEL, TEXT_ENCODER, VAE, ModelHandle, TextEncoderHandle, VAEHandle,
-    model_choices, resolve_choice, resolve_dtype,
+    CATEGORY,
+    DTYPES,
+    HUNYUAN_FOLDER,
+    MODEL,
+    TEXT_ENCODER,
+    VAE,
+    ModelHandle,
+    TextEncoderHandle,
+    VAEHandle,
+    model_choices,
+    resolve_choice,
+    resolve_dtype,
 )
 
 VARIANTS = ["auto", "ema", "module", "distill"]

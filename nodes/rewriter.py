@@ -16,14 +16,27 @@ from PIL import Image
 
 from hunyuan_core.errors import InputError
 from hunyuan_core.rewriter import (
-    POSITIONS, Instruction, InstructionStore, SessionStore, load_rewriter, tokenizer_counter, user_dir,
+    POSITIONS,
+    Instruction,
+    InstructionStore,
+    SessionStore,
+    load_rewriter,
+    tokenizer_counter,
+    user_dir,
 )
 from hunyuan_core.rewriter.chat_llm import is_chat_model_folder
 from hunyuan_core.rewriter.dialoggen import is_llava_folder
 from hunyuan_core.rewriter.session import MAX_SEED
 
 from . import host
-from ._common import CATEGORY, DTYPES, HUNYUAN_FOLDER, TEXT_ENCODER, TextEncoderHandle, resolve_choice
+from ._common import (
+    CATEGORY,
+    DTYPES,
+    HUNYUAN_FOLDER,
+    TEXT_ENCODER,
+    TextEncoderHandle,
+    resolve_choice,
+)
 
 REWRITER = "HYDIT_REWRITER"
 INSTRUCTION = "HYDIT_INSTRUCTION"

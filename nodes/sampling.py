@@ -8,12 +8,26 @@ from hunyuan_core.errors import InputError
 from hunyuan_core.pipeline import MAX_SEED
 from hunyuan_core.samplers import SAMPLERS
 from hunyuan_core.sampling import sample as sample_latents
-from hunyuan_core.sizes import MAX_SIZE, MIN_SIZE, MULTIPLE, PRESETS, check_size, preset_label
+from hunyuan_core.sizes import (
+    MAX_SIZE,
+    MIN_SIZE,
+    MULTIPLE,
+    PRESETS,
+    check_size,
+    preset_label,
+)
 from hunyuan_core.text_encoder import TextEmbeddings
 
 from . import host
 from ._common import (
-    CATEGORY, CONDITIONING, MODEL, ModelHandle, latent_to_comfy, latent_to_core, mask_to_core, on_compute_device,
+    CATEGORY,
+    CONDITIONING,
+    MODEL,
+    ModelHandle,
+    latent_to_comfy,
+    latent_to_core,
+    mask_to_core,
+    on_compute_device,
 )
 
 CUSTOM = "custom (width x height below)"

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 import torch
+from official_formulas import official_apply_rotary, official_rope
 
 from hunyuan_core.config import DiTConfig
 from hunyuan_core.dit import HunyuanDiT
 from hunyuan_core.keys import diffusers_to_official, official_to_diffusers, to_official
 from hunyuan_core.rope import apply_rope, rope_2d, rope_freqs
 from hunyuan_core.sizes import PRESETS
-from official_formulas import official_apply_rotary, official_rope
 
 TINY = dict(depth=6, hidden_size=64, num_heads=2, mlp_hidden=160, text_dim=32, t5_dim=48, pooled_dim=40)
 

@@ -8,19 +8,30 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from comfy_graph import WorkflowError, call_node, input_specs
 from comfy_host import ROOT, load_pack_like_comfyui
 from comfy_models import (
-    ALL_IN_ONE, BERT_FILE, DIFFUSERS_V12, DIT_ONLY, MISPLACED_VAE, MT5_FILE, OFFICIAL_V11, VAE_FILE, tiny_models,
+    ALL_IN_ONE,
+    BERT_FILE,
+    DIFFUSERS_V12,
+    DIT_ONLY,
+    MISPLACED_VAE,
+    MT5_FILE,
+    OFFICIAL_V11,
+    VAE_FILE,
+    tiny_models,
 )
 from fake_comfyui import FakeComfyUI, InterruptProcessingException, VRAMState
+
 from hunyuan_core.errors import InputError, ModelFileError
 from nodes import _common, collect_mappings, host
 from nodes.conditioning import HunyuanDiTTextEncode
 from nodes.latent import HunyuanDiTVAEDecode, HunyuanDiTVAEEncode
 from nodes.loaders import (
-    SEPARATE_FILES, HunyuanDiTCheckpointLoader, HunyuanDiTModelLoader, HunyuanDiTTextEncoderLoader,
+    SEPARATE_FILES,
+    HunyuanDiTCheckpointLoader,
+    HunyuanDiTModelLoader,
+    HunyuanDiTTextEncoderLoader,
     HunyuanDiTVAELoader,
 )
 from nodes.sampling import CUSTOM, HunyuanDiTSampler

@@ -1,6 +1,5 @@
 """End to end: our pipeline against diffusers' HunyuanDiTPipeline, batches, img2img, inpainting, samplers."""
 
-import numpy as np
 import pytest
 import torch
 

@@ -9,11 +9,23 @@ import pytest
 
 from hunyuan_core.errors import InputError
 from hunyuan_core.rewriter import (
-    BUILTIN_INSTRUCTIONS, Instruction, InstructionStore, Session, SessionStore, approx_mt5_tokens, fit_to_limit,
+    BUILTIN_INSTRUCTIONS,
+    Instruction,
+    InstructionStore,
+    Session,
+    SessionStore,
+    approx_mt5_tokens,
+    fit_to_limit,
 )
 from hunyuan_core.rewriter.dialoggen import best_resolution
 from hunyuan_core.rewriter.http_backend import chat_completions_url
-from hunyuan_core.rewriter.parsing import CHAT, DRAW, REFUSE, parse_chat, parse_dialoggen
+from hunyuan_core.rewriter.parsing import (
+    CHAT,
+    DRAW,
+    REFUSE,
+    parse_chat,
+    parse_dialoggen,
+)
 from hunyuan_core.rewriter.templates import chat_messages, render_llava_v1
 
 SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "

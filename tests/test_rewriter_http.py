@@ -20,7 +20,14 @@ import pytest
 from PIL import Image
 
 from hunyuan_core.errors import InputError
-from hunyuan_core.rewriter import BackendError, Instruction, InstructionStore, Session, SessionStore, load_rewriter
+from hunyuan_core.rewriter import (
+    BackendError,
+    Instruction,
+    InstructionStore,
+    Session,
+    SessionStore,
+    load_rewriter,
+)
 from hunyuan_core.rewriter.cli import add_parser, chat
 
 ROOT = Path(__file__).resolve().parents[1]

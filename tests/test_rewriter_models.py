@@ -19,6 +19,7 @@ from hunyuan_core.rewriter.templates import DIALOGGEN_QUERY
 from hunyuan_core.rewriter.tiny import make_tiny_chat_llm as make_chat_llm
 from hunyuan_core.rewriter.tiny import make_tiny_dialoggen as make_dialoggen
 
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("rewriter-models")

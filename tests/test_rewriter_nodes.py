@@ -10,17 +10,26 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from comfy_graph import Executor, call_node, check_ui_workflow, to_api_prompt
 from comfy_host import CORE_NODES, OUTPUT_DIR_ENV, ROOT
 from comfy_models import DIALOGGEN, tiny_models
+
 from hunyuan_core.errors import InputError
 from hunyuan_core.rewriter import SessionStore
-from hunyuan_core.rewriter.tiny import DIALOGGEN_REPLY, make_tiny_chat_llm, make_tiny_dialoggen
+from hunyuan_core.rewriter.tiny import (
+    DIALOGGEN_REPLY,
+    make_tiny_chat_llm,
+    make_tiny_dialoggen,
+)
 from nodes import collect_mappings, host
 from nodes.rewriter import (
-    SERVER, HunyuanDiTConversationImage, HunyuanDiTInstruction, HunyuanDiTRewritePrompt, HunyuanDiTRewriterLoader,
-    HunyuanDiTSaveInstruction, rewriter_choices,
+    SERVER,
+    HunyuanDiTConversationImage,
+    HunyuanDiTInstruction,
+    HunyuanDiTRewritePrompt,
+    HunyuanDiTRewriterLoader,
+    HunyuanDiTSaveInstruction,
+    rewriter_choices,
 )
 
 WORKFLOW = ROOT / "workflows" / "hunyuan_dit_multiturn.json"

@@ -7,14 +7,18 @@ import json
 
 import pytest
 import torch
-
 from comfy_graph import check_ui_workflow, to_api_prompt, validate_prompt
 from comfy_host import CORE_NODES, ROOT
 from fake_comfyui import FakeComfyUI, InterruptProcessingException
+
 from hunyuan_core.upscaler import Upscaler
 from hunyuan_core.upscaler.tiny import make_tiny_upscaler
 from nodes import host
-from nodes.upscale import NODE_CLASS_MAPPINGS, HunyuanDiTUpscale, HunyuanDiTUpscaleModelLoader
+from nodes.upscale import (
+    NODE_CLASS_MAPPINGS,
+    HunyuanDiTUpscale,
+    HunyuanDiTUpscaleModelLoader,
+)
 
 WORKFLOW = ROOT / "workflows" / "hunyuan_dit_t2i_upscale.json"
 

@@ -17,8 +17,13 @@ import urllib.error
 import urllib.request
 
 import pytest
-
-from comfy_graph import Executor, WorkflowError, check_ui_workflow, to_api_prompt, validate_prompt
+from comfy_graph import (
+    Executor,
+    WorkflowError,
+    check_ui_workflow,
+    to_api_prompt,
+    validate_prompt,
+)
 from comfy_host import CORE_NODES, INPUT_DIR_ENV, OUTPUT_DIR_ENV, ROOT
 from comfy_models import tiny_models
 

@@ -14,8 +14,15 @@ from pathlib import Path
 
 import torch
 
+from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError, ModelFileError
-from .local import GenerationOptions, LocalModel, dtype_kwargs, generate, quantization_kwargs, resolve_device, resolve_dtype
+from .local import (
+    GenerationOptions,
+    LocalModel,
+    dtype_kwargs,
+    generate,
+    quantization_kwargs,
+)
 from .parsing import ParsedReply, parse_chat
 from .templates import SYSTEM_PROMPT, History, chat_messages
 
@@ -59,7 +66,7 @@ class ChatLLMBackend:
                               config.get("max_position_embeddings")) if isinstance(n, int) and 0 < n < _HUGE]
         self.max_context = min(limits) if limits else 4096
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
+        self.dtype = resolve_dtype(dtype, self.device, cpu_default=torch.bfloat16)  # half the memory of fp32
         extra = quantization_kwargs(quantize, self.device, self.dtype)
         self.model = LocalModel(lambda: self._load(extra), self.device, bool(extra), keep_loaded, make_room)
 

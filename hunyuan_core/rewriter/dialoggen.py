@@ -27,9 +27,16 @@ from pathlib import Path
 
 import torch
 
+from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError, ModelFileError
 from ..files import read_folder_state_dict
-from .local import GenerationOptions, LocalModel, dtype_kwargs, generate, quantization_kwargs, resolve_device, resolve_dtype
+from .local import (
+    GenerationOptions,
+    LocalModel,
+    dtype_kwargs,
+    generate,
+    quantization_kwargs,
+)
 from .parsing import ParsedReply, parse_dialoggen
 from .templates import IMAGE_TOKEN, History, render_llava_v1
 
@@ -69,7 +76,7 @@ class DialogGenBackend:
         self.name = f"DialogGen ({self.folder})"
         self.config = _read_llava_config(self.folder)
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
+        self.dtype = resolve_dtype(dtype, self.device, cpu_default=torch.bfloat16)  # half the memory of fp32
         try:
             # LLaVA's Mistral/Llama checkpoints use the Llama sentencepiece tokenizer (official: use_fast=False).
             self.tokenizer = LlamaTokenizer.from_pretrained(str(self.folder), local_files_only=True)

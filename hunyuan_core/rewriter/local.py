@@ -31,25 +31,6 @@ class GenerationOptions:
     top_p: float | None = None
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` → CUDA when available, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """``None``/``"auto"`` → fp16 on GPUs (DialogGen's precision), bf16 on CPU (half the memory of fp32)."""
-    names = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-    if dtype is None or dtype == "auto":
-        return torch.float16 if device.type in ("cuda", "mps", "xpu") else torch.bfloat16
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in names:
-        raise InputError(f"unknown dtype '{dtype}': choose auto, fp16, bf16 or fp32")
-    return names[dtype]
-
-
 def dtype_kwargs(dtype: torch.dtype) -> dict:
     """``from_pretrained``'s dtype argument: ``dtype`` since transformers 4.56, ``torch_dtype`` before."""
     import transformers

@@ -21,7 +21,13 @@ from pathlib import Path
 
 import torch
 
-from .templates import DIALOGGEN_QUERY, IMAGE_TOKEN, LLAVA_V1_SYSTEM, SYSTEM_PROMPT, render_llava_v1
+from .templates import (
+    DIALOGGEN_QUERY,
+    IMAGE_TOKEN,
+    LLAVA_V1_SYSTEM,
+    SYSTEM_PROMPT,
+    render_llava_v1,
+)
 
 DIALOGGEN_REPLY = "<画图>一只玻璃做的鸟，站在枝头上"
 CHAT_REPLY = "一只玻璃做的鸟，站在枝头上。阳光照耀"
@@ -90,7 +96,13 @@ def make_tiny_dialoggen(dest: str | os.PathLike, reply: str | None = DIALOGGEN_R
     """
     import sentencepiece as spm
     from safetensors.torch import save_file
-    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaTokenizer, MistralConfig, MistralForCausalLM
+    from transformers import (
+        CLIPVisionConfig,
+        CLIPVisionModel,
+        LlamaTokenizer,
+        MistralConfig,
+        MistralForCausalLM,
+    )
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
