@@ -6,39 +6,32 @@ the others are the usual community choices on the same schedule.
 
 from __future__ import annotations
 
-from diffusers import (
-    DDIMScheduler,
-    DDPMScheduler,
-    DPMSolverMultistepScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    UniPCMultistepScheduler,
-)
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
-
 from .errors import InputError
 
 _SCHEDULE = dict(beta_schedule="scaled_linear", prediction_type="v_prediction", num_train_timesteps=1000)
 _LEADING = dict(steps_offset=1, timestep_spacing="leading")  # the official DDPM/DDIM spacing
 
-SAMPLER_FACTORY: dict[str, tuple[type[SchedulerMixin], dict]] = {
-    "ddpm": (DDPMScheduler, dict(_LEADING, clip_sample=False, clip_sample_range=1.0, variance_type="fixed_small")),
-    "ddim": (DDIMScheduler, dict(_LEADING, clip_sample=False, clip_sample_range=1.0)),
-    "dpmms": (DPMSolverMultistepScheduler, dict(solver_order=2, algorithm_type="dpmsolver++")),
-    "euler": (EulerDiscreteScheduler, dict(_LEADING)),
-    "euler_ancestral": (EulerAncestralDiscreteScheduler, dict(_LEADING)),
-    "unipc": (UniPCMultistepScheduler, dict()),
+# name -> (diffusers scheduler class name, settings); diffusers is imported on first use, not at import time.
+SAMPLER_FACTORY: dict[str, tuple[str, dict]] = {
+    "ddpm": ("DDPMScheduler", dict(_LEADING, clip_sample=False, clip_sample_range=1.0, variance_type="fixed_small")),
+    "ddim": ("DDIMScheduler", dict(_LEADING, clip_sample=False, clip_sample_range=1.0)),
+    "dpmms": ("DPMSolverMultistepScheduler", dict(solver_order=2, algorithm_type="dpmsolver++")),
+    "euler": ("EulerDiscreteScheduler", dict(_LEADING)),
+    "euler_ancestral": ("EulerAncestralDiscreteScheduler", dict(_LEADING)),
+    "unipc": ("UniPCMultistepScheduler", dict()),
     "dpmpp_2m_karras": (
-        DPMSolverMultistepScheduler, dict(solver_order=2, algorithm_type="dpmsolver++", use_karras_sigmas=True)
+        "DPMSolverMultistepScheduler", dict(solver_order=2, algorithm_type="dpmsolver++", use_karras_sigmas=True)
     ),
 }
 SAMPLERS: list[str] = list(SAMPLER_FACTORY)
 
 
-def make_scheduler(name: str, beta_start: float, beta_end: float) -> SchedulerMixin:
+def make_scheduler(name: str, beta_start: float, beta_end: float):
     """A fresh scheduler instance for ``name`` on the Hunyuan-DiT schedule ending at ``beta_end``."""
     if name not in SAMPLER_FACTORY:
         raise InputError(f"unknown sampler '{name}': choose one of {', '.join(SAMPLERS)}")
-    cls, kwargs = SAMPLER_FACTORY[name]
-    return cls(beta_start=beta_start, beta_end=beta_end, **_SCHEDULE, **kwargs)
+    import diffusers
+
+    cls_name, kwargs = SAMPLER_FACTORY[name]
+    return getattr(diffusers, cls_name)(beta_start=beta_start, beta_end=beta_end, **_SCHEDULE, **kwargs)
 
