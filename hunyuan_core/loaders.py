@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from .layouts import (
     ModelFiles,
     find_model_files,
 )
+from .materialise import build_with_weights
 from .versions import detect_version
 
 PathLike = str | os.PathLike
@@ -46,19 +46,9 @@ def build_dit(sd: Mapping[str, torch.Tensor], device=None, dtype=None, where: st
     dtype = resolve_dtype(dtype, device)
     sd = to_official(sd)
     config = DiTConfig.from_state_dict(sd, where)
-    with torch.device("meta"):
-        dit = HunyuanDiT(config)
-    expected = dit.state_dict().keys()
-    missing = sorted(set(expected) - set(sd))
-    if missing:
-        raise ModelFileError(f"{where}: incomplete Hunyuan-DiT weights, {len(missing)} missing, e.g. {', '.join(missing[:4])}")
-    unexpected = sorted(set(sd) - set(expected))
-    if unexpected:
-        warnings.warn(f"{where}: ignoring {len(unexpected)} tensors that are not part of the DiT, e.g. {', '.join(unexpected[:4])}")
-    weights = {k: sd[k].to(device=device, dtype=dtype) for k in expected}
-    dit.load_state_dict(weights, strict=True, assign=True)
+    dit = build_with_weights(lambda: HunyuanDiT(config), sd, device, dtype, where, warn_unexpected=True)
     dit.version = detect_version(config)
-    return dit.eval().requires_grad_(False)
+    return dit
 
 
 def _single_file_part(sd: Mapping[str, torch.Tensor], prefix: str) -> StateDict:

@@ -26,6 +26,7 @@ from torch import nn
 
 from .errors import InputError, ModelFileError
 from .files import StateDict, read_state_dict
+from .materialise import build_with_weights
 
 # hydit/constants.py NEGATIVE_PROMPT: used by the official pipeline whenever no negative prompt is given.
 DEFAULT_NEGATIVE_PROMPT = "错误的眼睛，糟糕的人脸，毁容，糟糕的艺术，变形，多余的肢体，模糊的颜色，模糊，重复，病态，残缺，"
@@ -201,28 +202,10 @@ def _resolve(device: torch.device | str | None, dtype: torch.dtype | None) -> tu
 
 def _build(factory: Callable[[], nn.Module], sd: Mapping[str, torch.Tensor], device: torch.device,
            dtype: torch.dtype, what: str) -> nn.Module:
-    """Create the model on the meta device and assign ``sd``'s tensors, cast once to ``dtype`` on ``device``."""
-    with torch.device("meta"):
-        model = factory()
-    expected = list(model.state_dict())
-    missing = [k for k in expected if k not in sd]
-    if missing:
-        raise ModelFileError(
-            f"{what}: weights incomplete: {len(missing)} of {len(expected)} expected tensors are missing "
-            f"(e.g. {', '.join(missing[:3])}); found {len(sd)} tensors such as {', '.join(list(sd)[:3])}"
-        )
-    cast: dict[int, torch.Tensor] = {}  # by source tensor: a tied weight stored under two names is cast once
-    for k in expected:
-        t = sd[k]
-        if id(t) not in cast:
-            cast[id(t)] = t.to(device=device, dtype=dtype if t.is_floating_point() else None)
-    tensors = {k: cast[id(sd[k])] for k in expected}
-    try:
-        model.load_state_dict(tensors, strict=True, assign=True)
-    except RuntimeError as exc:
-        raise ModelFileError(f"{what}: weights do not fit the model configuration: {exc}") from None
+    """Weights assigned once (see :func:`build_with_weights`), then BERT's non-stored buffers recreated."""
+    model = build_with_weights(factory, sd, device, dtype, what)
     _materialise_buffers(model, device)
-    return model.requires_grad_(False).eval()
+    return model
 
 
 def _materialise_buffers(model: nn.Module, device: torch.device) -> None:

@@ -20,6 +20,7 @@ import torch
 
 from .errors import InputError, ModelFileError
 from .files import read_state_dict
+from .materialise import build_with_weights
 
 SDXL_SCALING_FACTOR = 0.13025
 SDXL_SAMPLE_SIZE = 1024
@@ -36,24 +37,10 @@ def _resolve(device: torch.device | str | None, dtype: torch.dtype | None) -> tu
 
 
 def _assemble(config: dict, sd: Mapping[str, torch.Tensor], device: torch.device, dtype: torch.dtype, what: str):
-    """Build ``AutoencoderKL(config)`` on the meta device and assign ``sd`` cast once to dtype/device."""
+    """``AutoencoderKL(config)`` with ``sd`` assigned once in dtype/device."""
     from diffusers import AutoencoderKL
 
-    with torch.device("meta"):
-        vae = AutoencoderKL.from_config(config)
-    expected = list(vae.state_dict())
-    missing = [k for k in expected if k not in sd]
-    if missing:
-        raise ModelFileError(
-            f"{what}: not a complete VAE for its configuration: {len(missing)} of {len(expected)} tensors missing "
-            f"(e.g. {', '.join(missing[:3])}); found {len(sd)} tensors such as {', '.join(list(sd)[:3]) or 'none'}"
-        )
-    tensors = {k: sd[k].to(device=device, dtype=dtype) for k in expected}
-    try:
-        vae.load_state_dict(tensors, strict=True, assign=True)
-    except RuntimeError as exc:
-        raise ModelFileError(f"{what}: weights do not fit the VAE configuration: {exc}") from None
-    return vae.requires_grad_(False).eval()
+    return build_with_weights(lambda: AutoencoderKL.from_config(config), sd, device, dtype, what)
 
 
 def load_vae_from_folder(folder: str | os.PathLike, device: torch.device | str | None = None,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import ModelFileError
+from ..materialise import build_with_weights
 from .rrdbnet import RRDBConfig, RRDBNet, is_rrdbnet, to_canonical_keys
 from .srvgg import SRVGGConfig, SRVGGNetCompact, is_srvgg
 
@@ -67,17 +67,7 @@ def detect(sd: StateDict, where: str = "upscale model") -> Detected | None:
 
 
 def build(detected: Detected, device: torch.device, dtype: torch.dtype, where: str = "upscale model") -> nn.Module:
-    """Instantiate the network on the meta device and assign its weights, cast once to ``device``/``dtype``."""
+    """The network with its weights assigned once in ``device``/``dtype`` (see :func:`build_with_weights`)."""
     cls = RRDBNet if detected.architecture == "RRDBNet" else SRVGGNetCompact
-    with torch.device("meta"):
-        model = cls(detected.config)
-    weights = {k: v.to(device=device, dtype=dtype) for k, v in detected.state_dict.items()}
-    try:
-        model.load_state_dict(weights, strict=True, assign=True)
-    except RuntimeError as exc:
-        detail = str(exc).strip().splitlines()
-        raise ModelFileError(
-            f"{where}: looks like a {detected.architecture} ({detected.config}) but its weights do not fit: "
-            + " ".join(line.strip() for line in detail[1:4])
-        ) from None
-    return model.eval().requires_grad_(False)
+    what = f"{where} (looks like a {detected.architecture}, {detected.config})"
+    return build_with_weights(lambda: cls(detected.config), detected.state_dict, device, dtype, what)
