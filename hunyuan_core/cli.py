@@ -36,7 +36,7 @@ def _generate(args: argparse.Namespace) -> int:
     if model == "tiny":
         tmp = tempfile.TemporaryDirectory(prefix="hunyuan-tiny-")
         model = make_tiny(Path(tmp.name), layout="official")
-        print("note: --model tiny is a random 1 MB model built on the fly; it draws noise, not pictures", file=sys.stderr)
+        print("note: --model tiny is a random 4 MB model built on the fly; it draws noise, not pictures", file=sys.stderr)
     try:
         pipe = load_pipeline(model, device=args.device, dtype=args.dtype, variant=args.variant,
                              bert_vocab=args.bert_vocab, beta_end=args.beta_end)
