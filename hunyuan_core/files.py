@@ -11,7 +11,7 @@ import os
 import pickle
 import struct
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -156,7 +156,7 @@ def read_state_dict(
     return unwrap_state_dict(read_checkpoint(path, what), tuple(containers), f"{what} '{path}'")
 
 
-def _folder_shards(folder: Path) -> list[Path]:
+def _folder_shards(folder: Path, keep: Callable[[str], bool]) -> list[Path]:
     for ext in (".safetensors", ".bin"):
         index = sorted(folder.glob(f"*{ext}.index.json"))
         if index:
@@ -164,7 +164,7 @@ def _folder_shards(folder: Path) -> list[Path]:
                 weight_map = json.loads(index[0].read_text())["weight_map"]
             except (json.JSONDecodeError, KeyError) as exc:
                 raise ModelFileError(f"'{index[0]}' is not a valid shard index ({exc})") from None
-            return [folder / name for name in sorted(set(weight_map.values()))]
+            return [folder / name for name in sorted({f for k, f in weight_map.items() if keep(k)})]
         files = sorted(p for p in folder.glob(f"*{ext}") if p.is_file())
         plain = [p for p in files if p.name.count(".") == 1]  # drop variants such as *.fp16.safetensors
         if plain or files:
@@ -172,15 +172,24 @@ def _folder_shards(folder: Path) -> list[Path]:
     return []
 
 
-def read_folder_state_dict(folder: str | os.PathLike, what: str = "model folder") -> StateDict:
-    """Read the weights of a Hugging Face style folder (``*.safetensors``, else ``*.bin``; sharded or not)."""
+def read_folder_state_dict(
+    folder: str | os.PathLike, what: str = "model folder", keep: Callable[[str], bool] = lambda key: True
+) -> StateDict:
+    """Read the weights of a Hugging Face style folder (``*.safetensors``, else ``*.bin``; sharded or not).
+
+    Only keys ``keep`` accepts are returned, and shards holding none of them are not opened (the official
+    mT5 folder is a full encoder-decoder of which only the encoder is needed).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelFileError(f"{what} not found: '{folder}' is not a folder")
-    shards = _folder_shards(folder)
+    shards = _folder_shards(folder, keep)
     if not shards:
-        raise ModelFileError(f"{what}: no weights in '{folder}' (expected *.safetensors or pytorch_model*.bin)")
+        listing = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
+        raise ModelFileError(
+            f"{what}: no weights in '{folder}' (expected *.safetensors or *.bin weights); found: {listing}"
+        )
     out: StateDict = {}
     for shard in shards:
-        out.update(read_state_dict(shard, what=what))
+        out.update((k, v) for k, v in read_state_dict(shard, what=what).items() if keep(k))
     return out

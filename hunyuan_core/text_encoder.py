@@ -24,8 +24,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .devices import resolve_device, resolve_dtype
 from .errors import InputError, ModelFileError
-from .files import StateDict, read_state_dict
+from .files import StateDict, read_folder_state_dict
 from .materialise import build_with_weights
 
 # hydit/constants.py NEGATIVE_PROMPT: used by the official pipeline whenever no negative prompt is given.
@@ -40,7 +41,6 @@ SINGLE_FILE_MT5_PREFIX = "text_encoders.mt5xl.transformer."
 SINGLE_FILE_SPIECE_KEY = "text_encoders.mt5xl.spiece_model"
 
 # Weight files a transformers model folder may hold, in the order they are tried.
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 # The official BERT tokenizer's settings (ckpts/t2i/tokenizer/tokenizer_config.json), used when only a vocab.txt is given.
 _BERT_TOKENIZER_CONFIG = {
@@ -192,14 +192,6 @@ def _dropped_text(tokenizer, prompt: str, kept: int) -> str:
 # ----------------------------------------------------------------------------------------------- loading
 
 
-def _resolve(device: torch.device | str | None, dtype: torch.dtype | None) -> tuple[torch.device, torch.dtype]:
-    """Default placement: CPU; fp16 on CUDA (as the official mT5), fp32 elsewhere."""
-    device = torch.device(device if device is not None else "cpu")
-    if dtype is None:
-        dtype = torch.float16 if device.type == "cuda" else torch.float32
-    return device, dtype
-
-
 def _build(factory: Callable[[], nn.Module], sd: Mapping[str, torch.Tensor], device: torch.device,
            dtype: torch.dtype, what: str) -> nn.Module:
     """Weights assigned once (see :func:`build_with_weights`), then BERT's non-stored buffers recreated."""
@@ -228,29 +220,6 @@ def _check_dir(folder: str | os.PathLike, what: str) -> Path:
         raise ModelFileError(f"{what} not found: expected a folder at '{folder}'" +
                              (" but it is a file" if folder.exists() else ""))
     return folder
-
-
-def _read_folder_weights(folder: Path, what: str, keep: Callable[[str], bool]) -> StateDict:
-    """Weights of a transformers model folder (single or sharded file), only the keys ``keep`` accepts."""
-    for name in _WEIGHT_FILES:
-        path = folder / name
-        if not path.is_file():
-            continue
-        if name.endswith(".index.json"):
-            try:
-                weight_map = json.loads(path.read_text(encoding="utf-8"))["weight_map"]
-            except (ValueError, KeyError) as exc:
-                raise ModelFileError(f"{what}: '{path}' is not a valid shard index ({exc})") from None
-            shards = sorted({f for k, f in weight_map.items() if keep(k)})
-        else:
-            shards = [name]
-        sd: StateDict = {}
-        for shard in shards:
-            part = read_state_dict(folder / shard, what=what)
-            sd.update((k, v) for k, v in part.items() if keep(k))
-        return sd
-    listing = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
-    raise ModelFileError(f"{what}: no weights in '{folder}': expected one of {', '.join(_WEIGHT_FILES)}; found: {listing}")
 
 
 def _read_config(folder: Path, what: str) -> dict:
@@ -368,7 +337,8 @@ def load_text_encoder_from_folders(
     diffusers ``text_encoder/``, ``tokenizer/``, ``text_encoder_2/``, ``tokenizer_2/``)."""
     from transformers import BertConfig
 
-    device, dtype = _resolve(device, dtype)
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
     bert_dir = _check_dir(bert_dir, "BERT text encoder folder")
     mt5_dir = _check_dir(mt5_dir, "mT5 text encoder folder")
     bert_tok = load_bert_tokenizer(_check_dir(bert_tokenizer_dir, "BERT tokenizer folder"))
@@ -376,13 +346,13 @@ def load_text_encoder_from_folders(
 
     what = f"BERT text encoder '{bert_dir}'"
     bert_cfg = BertConfig(**_config_kwargs(_read_config(bert_dir, what)))
-    bert_sd = _bert_weights(_read_folder_weights(bert_dir, what, _is_bert_key))
+    bert_sd = _bert_weights(read_folder_state_dict(bert_dir, what, _is_bert_key))
     bert = _build(_new_bert(bert_cfg), bert_sd, device, dtype, what)
     del bert_sd
 
     what = f"mT5 text encoder '{mt5_dir}'"
     t5_cfg = _t5_config_from_json(_read_config(mt5_dir, what))
-    t5_sd = _mt5_weights(_read_folder_weights(mt5_dir, what, _is_mt5_encoder_key))
+    t5_sd = _mt5_weights(read_folder_state_dict(mt5_dir, what, _is_mt5_encoder_key))
     mt5 = _build(_new_t5_encoder(t5_cfg), t5_sd, device, dtype, what)
     return BilingualTextEncoder(bert, bert_tok, mt5, mt5_tok)
 
@@ -459,7 +429,8 @@ def load_text_encoder_from_single_file(
     (a vocab.txt, or a tokenizer folder such as the official ``ckpts/t2i/tokenizer`` or ComfyUI's
     ``comfy/text_encoders/hydit_clip_tokenizer``).
     """
-    device, dtype = _resolve(device, dtype)
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
     bert_sd = _bert_weights({k[len(SINGLE_FILE_BERT_PREFIX):]: v for k, v in sd.items() if k.startswith(SINGLE_FILE_BERT_PREFIX)})
     t5_sd = _mt5_weights({k[len(SINGLE_FILE_MT5_PREFIX):]: v for k, v in sd.items() if k.startswith(SINGLE_FILE_MT5_PREFIX)})
     for name, part, probe in (("BERT", bert_sd, "embeddings.word_embeddings.weight"),

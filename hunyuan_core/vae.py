@@ -18,22 +18,17 @@ from pathlib import Path
 
 import torch
 
+from .devices import resolve_device, resolve_dtype
 from .errors import InputError, ModelFileError
-from .files import read_state_dict
+from .files import read_folder_state_dict
 from .materialise import build_with_weights
 
 SDXL_SCALING_FACTOR = 0.13025
 SDXL_SAMPLE_SIZE = 1024
 LDM_NORM_GROUPS = 32  # GroupNorm group count is not stored in weights; every LDM/SDXL VAE uses 32
 
-_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 # Attention names of VAE files saved by diffusers < 0.15 (still found in old downloads) -> current names.
 _OLD_ATTENTION_NAMES = ((".query.", ".to_q."), (".key.", ".to_k."), (".value.", ".to_v."), (".proj_attn.", ".to_out.0."))
-
-
-def _resolve(device: torch.device | str | None, dtype: torch.dtype | None) -> tuple[torch.device, torch.dtype]:
-    """Default placement: CPU, fp32 (the official pipeline runs the VAE in fp32; it is small)."""
-    return torch.device(device if device is not None else "cpu"), dtype or torch.float32
 
 
 def _assemble(config: dict, sd: Mapping[str, torch.Tensor], device: torch.device, dtype: torch.dtype, what: str):
@@ -46,7 +41,8 @@ def _assemble(config: dict, sd: Mapping[str, torch.Tensor], device: torch.device
 def load_vae_from_folder(folder: str | os.PathLike, device: torch.device | str | None = None,
                          dtype: torch.dtype | None = None):
     """Load a diffusers-style VAE folder (diffusers ``vae/``, official ``sdxl-vae-fp16-fix/``)."""
-    device, dtype = _resolve(device, dtype)
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
     folder = Path(folder)
     what = f"VAE folder '{folder}'"
     if not folder.is_dir():
@@ -58,11 +54,7 @@ def load_vae_from_folder(folder: str | os.PathLike, device: torch.device | str |
         config = json.loads(cfg_path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise ModelFileError(f"{what}: config.json is not valid JSON ({exc})") from None
-    weights = next((folder / n for n in _WEIGHT_FILES if (folder / n).is_file()), None)
-    if weights is None:
-        listing = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
-        raise ModelFileError(f"{what}: no weights: expected {' or '.join(_WEIGHT_FILES)}; found: {listing}")
-    sd = read_state_dict(weights, what="VAE weights")
+    sd = read_folder_state_dict(folder, what)
     for old, new in _OLD_ATTENTION_NAMES:
         sd = {k.replace(old, new): v for k, v in sd.items()}
     return _assemble(config, sd, device, dtype, what)
@@ -96,7 +88,8 @@ def load_vae_from_ldm_state_dict(sd: Mapping[str, torch.Tensor], device: torch.d
     prefix already stripped), converted to diffusers names by diffusers' own converter."""
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
-    device, dtype = _resolve(device, dtype)
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
     what = "LDM VAE weights"
     for probe in ("encoder.conv_in.weight", "encoder.down.0.block.0.conv1.weight", "decoder.conv_in.weight", "decoder.conv_out.weight"):
         if probe not in sd:

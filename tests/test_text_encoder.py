@@ -171,7 +171,7 @@ def test_clear_errors(tiny_official, tiny_comfy, tmp_path):
         load_text_encoder_from_folders(tmp_path / "missing", *dirs[1:])
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "config.json").write_text((dirs[2] / "config.json").read_text())
-    with pytest.raises(ModelFileError, match="no weights in .*expected one of model.safetensors"):
+    with pytest.raises(ModelFileError, match=r"no weights in .*expected \*.safetensors or \*.bin weights\); found: config.json"):
         load_text_encoder_from_folders(*dirs[:2], tmp_path / "empty", dirs[3])
     with pytest.raises(ModelFileError, match="neither spiece.model nor tokenizer.json"):
         load_text_encoder_from_folders(*dirs[:3], tmp_path / "empty")

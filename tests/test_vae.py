@@ -111,7 +111,7 @@ def test_clear_errors(tiny_official, vae, tmp_path):
     with pytest.raises(ModelFileError, match="VAE not found.*missing"):
         load_vae_from_folder(tmp_path / "missing")
     (tmp_path / "config.json").write_text((vae_dir(tiny_official) / "config.json").read_text())
-    with pytest.raises(ModelFileError, match="no weights: expected diffusion_pytorch_model.safetensors"):
+    with pytest.raises(ModelFileError, match=r"no weights in .*expected \*.safetensors or \*.bin weights\); found: config.json"):
         load_vae_from_folder(tmp_path)
     with pytest.raises(ModelFileError, match="expected LDM key 'encoder.down.0.block.0.conv1.weight'"):
         load_vae_from_ldm_state_dict(vae.state_dict())  # diffusers names are not LDM names
