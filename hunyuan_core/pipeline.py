@@ -7,13 +7,14 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
 from .devices import resolve_device, resolve_dtype
 from .dit import HunyuanDiT
 from .errors import InputError
+from .images import pil_to_tensor as image_tensor
+from .images import tensor_to_pil
 from .layouts import find_model_files
 from .loaders import build_dit, load_dit, load_text_encoder, load_vae, split_single_file
 from .sampling import Progress, sample
@@ -32,7 +33,7 @@ class PipelineOutput:
     latents: torch.Tensor
 
 
-def pil_to_tensor(image: Image.Image | torch.Tensor, width: int, height: int, mode: str = "RGB") -> torch.Tensor:
+def prepare_image(image: Image.Image | torch.Tensor, width: int, height: int, mode: str = "RGB") -> torch.Tensor:
     """PIL image (or [B,C,H,W] / [C,H,W] tensor in 0..1) -> float tensor [B,C,height,width] in 0..1."""
     if isinstance(image, torch.Tensor):
         t = image[None] if image.ndim == 3 else image
@@ -42,15 +43,7 @@ def pil_to_tensor(image: Image.Image | torch.Tensor, width: int, height: int, mo
     image = image.convert(mode)
     if image.size != (width, height):
         image = image.resize((width, height), Image.LANCZOS)
-    arr = np.asarray(image, dtype=np.float32) / 255.0
-    arr = arr[..., None] if arr.ndim == 2 else arr
-    return torch.from_numpy(arr).permute(2, 0, 1)[None]
-
-
-def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
-    """[B,3,H,W] in 0..1 -> PIL RGB images."""
-    arr = (images.float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255.0).round().astype(np.uint8)
-    return [Image.fromarray(a) for a in arr]
+    return image_tensor(image)
 
 
 class HunyuanDiTPipeline:
@@ -120,13 +113,13 @@ class HunyuanDiTPipeline:
         neg = self.encode_prompt(negative_prompt if negative_prompt is not None else "", negative=True)
         init = mask_t = None
         if image is not None:
-            pixels = pil_to_tensor(image, width, height).to(self.vae.device, self.vae.dtype)
+            pixels = prepare_image(image, width, height).to(self.vae.device, self.vae.dtype)
             gen = torch.Generator("cpu").manual_seed(seed)
             init = encode_images(self.vae, pixels, generator=gen)
         elif mask is not None:
             raise InputError("a mask needs the image to inpaint: pass image= as well")
         if mask is not None:
-            mask_t = pil_to_tensor(mask, width, height, mode="L")
+            mask_t = prepare_image(mask, width, height, mode="L")
         lat = sample(
             self.dit, positive, neg, width=width, height=height, steps=steps, guidance_scale=guidance_scale,
             guidance_rescale=guidance_rescale, sampler=sampler, seed=seed, batch_size=batch_size, latents=latents,
@@ -135,7 +128,7 @@ class HunyuanDiTPipeline:
         )
         with torch.no_grad():
             pixels = decode_latents(self.vae, lat.to(self.vae.device, self.vae.dtype), tiled=tiled_decode)
-        return PipelineOutput(tensor_to_pil(pixels), [seed + i for i in range(lat.shape[0])], lat)
+        return PipelineOutput([tensor_to_pil(p[None]) for p in pixels], [seed + i for i in range(lat.shape[0])], lat)
 
 
 def load_pipeline(

@@ -18,6 +18,7 @@ from PIL import Image
 
 from ..errors import HunyuanError, InputError, ModelFileError
 from ..files import read_checkpoint, unwrap_state_dict
+from ..images import pil_to_tensor, tensor_to_pil
 from . import images as im
 from .detect import CONTAINER_KEYS, build, detect, strip_prefix
 from .tiling import is_out_of_memory, plan_tiles, run_tiles
@@ -166,13 +167,13 @@ class Upscaler:
             raise InputError(f"scale must be in (0, 16]; got {scale}")
         run = _Run(self, tile, overlap, scale, progress, cancel)
         if isinstance(image, Image.Image):
-            return im.tensor_to_pil(run([im.pil_to_tensor(image)])[0])
+            return tensor_to_pil(run([pil_to_tensor(image)])[0])
         if isinstance(image, torch.Tensor):
             im.check_batch(image)
             out = run([image[i : i + 1].permute(0, 3, 1, 2) for i in range(image.shape[0])])
             return torch.stack([o[0].permute(1, 2, 0) for o in out])  # one copy, contiguous [B, H, W, C]
         if isinstance(image, Sequence) and all(isinstance(i, Image.Image) for i in image):
-            return [im.tensor_to_pil(t) for t in run([im.pil_to_tensor(i) for i in image])]
+            return [tensor_to_pil(t) for t in run([pil_to_tensor(i) for i in image])]
         raise InputError(f"expected a PIL image, a list of them or a [B, H, W, C] tensor; got {type(image).__name__}")
 
 
