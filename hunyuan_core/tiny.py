@@ -19,6 +19,7 @@ import torch
 
 from .convert import LAYOUTS, ModelParts, bert_vocab_beside, save_parts
 from .errors import InputError
+from .vae import SDXL_SCALING_FACTOR
 
 VERSIONS = ("1.2", "1.1")
 
@@ -34,7 +35,7 @@ TINY_MT5 = dict(d_model=32, d_kv=8, num_heads=4, d_ff=64, num_layers=2, num_deco
 # SDXL VAE structure (4 levels = 8x downsampling, 4 latent channels) with 32 channels per level.
 TINY_VAE = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
                 up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[32, 32, 32, 32], layers_per_block=1,
-                act_fn="silu", latent_channels=4, norm_num_groups=32, sample_size=1024, scaling_factor=0.13025,
+                act_fn="silu", latent_channels=4, norm_num_groups=32, sample_size=1024, scaling_factor=SDXL_SCALING_FACTOR,
                 force_upcast=False)
 
 _SPECIAL = ["[PAD]"] + [f"[unused{i}]" for i in range(1, 100)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]

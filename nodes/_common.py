@@ -18,6 +18,7 @@ import torch
 
 from hunyuan_core.devices import resolve_dtype as core_resolve_dtype
 from hunyuan_core.errors import InputError
+from hunyuan_core.vae import SDXL_SCALING_FACTOR
 
 from . import host
 
@@ -27,8 +28,8 @@ TEXT_ENCODER = "HYDIT_TEXT_ENCODER"
 VAE = "HYDIT_VAE"
 CONDITIONING = "HYDIT_CONDITIONING"
 
-# ComfyUI's latent_formats.SDXL.scale_factor: LATENT samples are stored divided by it.
-SDXL_LATENT_SCALE = 0.13025
+# ComfyUI's latent_formats.SDXL.scale_factor (the SDXL VAE's scaling factor): LATENT samples are stored divided by it.
+SDXL_LATENT_SCALE = SDXL_SCALING_FACTOR
 
 # Folder key for official trees and diffusers folders: ComfyUI/models/hunyuan/<model folder>/.
 HUNYUAN_FOLDER = "hunyuan"
