@@ -11,3 +11,11 @@ class ModelFileError(HunyuanError):
 
 class InputError(HunyuanError, ValueError):
     """A user argument (size, prompt, sampler name, ...) is out of range or malformed."""
+
+
+class OutputError(HunyuanError):
+    """An output path cannot be written, or writing it would replace the user's files."""
+
+
+class NumericsError(HunyuanError):
+    """Weights, latents or settings hold NaN/Inf, or sampling produced them (a black image would follow)."""

@@ -3,9 +3,18 @@ palette, 16-bit); shared by the pipeline (img2img, masks) and the upscaler."""
 
 from __future__ import annotations
 
+import os
+import stat
+import warnings
+from pathlib import Path
+
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+
+from .errors import InputError
+
+MAX_IMAGE_PIXELS = 256 * 1024 * 1024  # 16384 x 16384: larger files are refused before they are decoded
 
 _NATIVE_MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
 _MODES_BY_CHANNELS = {c: m for m, c in _NATIVE_MODES.items()}
@@ -30,3 +39,35 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
     array = image[0].permute(1, 2, 0).clamp(0, 1).mul(255.0).round().to(torch.uint8).cpu().numpy()
     mode = _MODES_BY_CHANNELS[array.shape[2]]
     return Image.fromarray(array[:, :, 0] if mode == "L" else array, mode=mode)
+
+
+def open_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Read an image file fully into memory, or raise :class:`InputError` saying why it cannot be used.
+
+    Only regular files are opened (a FIFO or device named ``*.png`` would block forever); the size in the
+    header is checked before decoding, so a decompression bomb is refused instead of filling memory.
+    """
+    path = Path(path)
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise InputError(f"cannot read image '{path}': {exc.strerror or exc}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(f"'{path}' is not a regular image file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = img.size
+                if w < 1 or h < 1:
+                    raise InputError(f"image '{path}' is empty ({w}x{h} px)")
+                if w * h > max_pixels:
+                    raise InputError(
+                        f"image '{path}' is {w}x{h} px ({w * h / 1e6:.0f} MP); the limit is {max_pixels / 1e6:.0f} MP"
+                    )
+                img.load()
+                return img
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(f"image '{path}' looks like a decompression bomb: {exc}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"cannot read image '{path}': {exc}") from None
