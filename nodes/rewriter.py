@@ -8,6 +8,7 @@ Sessions and saved instructions are kept in ComfyUI's user folder (``user/hunyua
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ import torch
 from PIL import Image
 
 from hunyuan_core.errors import InputError
+from hunyuan_core.images import open_image
+from hunyuan_core.outputs import save_new
 from hunyuan_core.rewriter import (
     POSITIONS,
     Instruction,
@@ -40,6 +43,7 @@ from ._common import (
 
 REWRITER = "HYDIT_REWRITER"
 INSTRUCTION = "HYDIT_INSTRUCTION"
+CONVERSATION = "HYDIT_CONVERSATION"
 LLM_FOLDER = "LLM"  # ComfyUI/models/LLM/<model folder>/, as other LLM node packs use
 host.register_model_folder(LLM_FOLDER, "LLM")
 SERVER = "OpenAI-compatible server (endpoint below)"
@@ -147,9 +151,19 @@ class HunyuanDiTRewriterLoader:
         return (rewriter, info)
 
 
+@dataclass(frozen=True)
+class ConversationTurn:
+    """Which turn of which conversation a Rewrite Prompt node produced: wired into Remember Picture, so the
+    conversation is named once and the picture lands with the turn it was drawn for."""
+
+    session: str
+    turn: int  # 1-based
+    created: float  # the turn's creation time: tells it from a turn that replaced it (undo, reset)
+
+
 def _load_image(path: str) -> torch.Tensor:
     """A picture file as ComfyUI IMAGE ``[1,H,W,3]``."""
-    array = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
+    array = np.asarray(open_image(path).convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(array)[None].to(host.intermediate_device())
 
 
@@ -199,14 +213,15 @@ class HunyuanDiTRewritePrompt:
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
-    RETURN_TYPES = ("STRING", "INT", "IMAGE", "FLOAT", "STRING")
-    RETURN_NAMES = ("prompt", "seed", "init_image", "denoise", "reply")
+    RETURN_TYPES = ("STRING", "INT", "IMAGE", "FLOAT", "STRING", CONVERSATION)
+    RETURN_NAMES = ("prompt", "seed", "init_image", "denoise", "reply", "conversation")
     OUTPUT_TOOLTIPS = (
         "The rewritten prompt: connect to HunyuanDiT Text Encode's positive input.",
         "This turn's drawing seed.",
         "The previous picture when img2img is on, else a small black image.",
         "img2img_strength when there is a previous picture, else 1 (draw from scratch).",
         "The model's raw answer.",
+        "This turn of the conversation: connect to HunyuanDiT Remember Picture.",
     )
     FUNCTION = "rewrite"
     CATEGORY = CATEGORY
@@ -218,18 +233,17 @@ class HunyuanDiTRewritePrompt:
     def rewrite(self, rewriter, request: str, session: str, undo_last: bool, reset: bool, session_seed: int,
                 reuse_seed: bool, img2img_strength: float, instruction: Instruction | None = None,
                 text_encoder: TextEncoderHandle | None = None, unique_id: str | None = None):
-        store = _sessions()
-        conversation = store.load(session, seed=session_seed)
-        if reset:
-            conversation.reset(seed=session_seed)
-        elif undo_last:
-            conversation.undo()
-        conversation.reuse_seed = reuse_seed
-        conversation.img2img_strength = img2img_strength or None
-        conversation.validate()
         counter = tokenizer_counter(text_encoder.encoder.mt5_tokenizer) if text_encoder is not None else None
-        result = rewriter.rewrite(request, conversation, instruction, count_tokens=counter)
-        store.save(conversation)
+        with _sessions().edit(session, seed=session_seed) as conversation:  # saved even when refused
+            if reset:
+                conversation.reset(seed=session_seed)
+            elif undo_last:
+                conversation.undo()
+            conversation.reuse_seed = reuse_seed
+            conversation.img2img_strength = img2img_strength or None
+            conversation.validate()
+            result = rewriter.rewrite(request, conversation, instruction, count_tokens=counter)
+        this_turn = ConversationTurn(session, len(conversation.turns), conversation.turns[-1].created)
         if result.refused:
             raise InputError(f"the rewriter refused this request: {result.reply!r}. Change the request (the "
                              "refusal stays in the conversation: turn undo_last on to drop it)")
@@ -241,7 +255,7 @@ class HunyuanDiTRewritePrompt:
         host.show_text(unique_id, "\n".join(lines), logging.INFO)
         init = _load_image(result.init_image) if result.init_image else torch.zeros(
             1, _BLANK, _BLANK, 3, device=host.intermediate_device())
-        outputs = (result.prompt, result.seed, init, float(result.strength or 1.0), result.reply)
+        outputs = (result.prompt, result.seed, init, float(result.strength or 1.0), result.reply, this_turn)
         return {"ui": {"text": lines}, "result": outputs}
 
 
@@ -253,7 +267,9 @@ class HunyuanDiTConversationImage:
         return {
             "required": {
                 "images": ("IMAGE", {"tooltip": "This turn's picture (the first one of a batch is kept)."}),
-                "session": ("STRING", {"default": "default", "tooltip": "The same name as in HunyuanDiT Rewrite Prompt."}),
+                "conversation": (CONVERSATION, {"tooltip": (
+                    "From HunyuanDiT Rewrite Prompt: the turn this picture was drawn for."
+                )}),
             },
         }
 
@@ -261,21 +277,21 @@ class HunyuanDiTConversationImage:
     OUTPUT_NODE = True
     FUNCTION = "remember"
     CATEGORY = CATEGORY
-    DESCRIPTION = "Stores the picture with the conversation's last turn (beside the conversation file)."
+    DESCRIPTION = "Stores the picture with its turn of the conversation (beside the conversation file)."
 
-    def remember(self, images: torch.Tensor, session: str):
+    def remember(self, images: torch.Tensor, conversation: ConversationTurn):
         store = _sessions()
-        conversation = store.load(session)
-        if not conversation.turns:
-            raise InputError(f"conversation {session!r} has no turn yet: run HunyuanDiT Rewrite Prompt first")
-        folder = store.image_dir(session)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"turn_{len(conversation.turns):03d}.png"
         pixels = (images[0].float().clamp(0, 1).cpu().numpy() * 255.0).round().astype(np.uint8)
-        Image.fromarray(pixels).save(path)
-        conversation.turns[-1].image = str(path.resolve())
-        store.save(conversation)
-        return {"ui": {"text": [f"turn {len(conversation.turns)}: {path.name}"]}}
+        with store.edit(conversation.session) as session:
+            turns = session.turns
+            index = conversation.turn - 1
+            if not 0 <= index < len(turns) or turns[index].created != conversation.created:
+                raise InputError(f"turn {conversation.turn} of conversation {conversation.session!r} is no longer "
+                                 "there (undone or reset since it was drawn); the picture is not recorded")
+            path = save_new(store.image_dir(conversation.session), f"turn_{conversation.turn:03d}", ".png",
+                            lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
+            turns[index].image = str(path.resolve())
+        return {"ui": {"text": [f"turn {conversation.turn}: {path.name}"]}}
 
 
 class HunyuanDiTInstruction:

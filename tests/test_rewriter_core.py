@@ -164,7 +164,7 @@ def test_session_file_errors_name_the_file(tmp_path):
     with pytest.raises(InputError, match="not a Hunyuan-DiT session file"):
         Session.load(path)
     path.write_text('{"format": "hunyuan-dit-session", "version": 1, "turns": [{"oops": 1}], "name": "x", "seed": 1}')
-    with pytest.raises(InputError, match="malformed"):
+    with pytest.raises(InputError, match="turn 1: expected an object with prompt, refused, reply, request, seed"):
         Session.load(path)
 
 
@@ -189,8 +189,8 @@ def test_instruction_templates_are_checked(tmp_path):
     with pytest.raises(InputError, match="position"):
         Instruction("x", "{prompt}", position="during")
     (tmp_path / "instructions.json").write_text("[1, 2")
-    with pytest.raises(InputError, match="cannot be read"):
-        InstructionStore(tmp_path).list()
+    with pytest.warns(UserWarning, match="instructions.json' is not valid JSON"):  # skipped, not fatal
+        assert InstructionStore(tmp_path).names() == [i.name for i in BUILTIN_INSTRUCTIONS]
 
 
 def test_user_dir_default_follows_the_environment(tmp_path, monkeypatch):

@@ -66,7 +66,7 @@ def test_rewriter_picker_finds_dialoggen_chat_llms_and_offers_a_server(tmp_path,
 
 def test_rewrite_node_continues_undoes_and_resets_the_conversation(rewriter, env):
     first, ui = call_node(HunyuanDiTRewritePrompt, rewriter=rewriter, request="画一个木制的鸟", **TURN)
-    prompt, seed, init, denoise, reply = first
+    prompt, seed, init, denoise, reply, _turn = first
     assert (prompt, seed, denoise, reply) == (DRAWN, 666, 1.0, DIALOGGEN_REPLY)
     assert init.shape == (1, 64, 64, 3) and float(init.abs().sum()) == 0.0
     assert ui["text"][0] == f"turn 1, seed 666: {DRAWN}"
@@ -83,15 +83,16 @@ def test_rewrite_node_continues_undoes_and_resets_the_conversation(rewriter, env
 
 
 def test_previous_picture_feeds_img2img_when_asked(rewriter, env):
-    call_node(HunyuanDiTRewritePrompt, rewriter=rewriter, request="画一个木制的鸟", **TURN)
+    (*_, turn), _ = call_node(HunyuanDiTRewritePrompt, rewriter=rewriter, request="画一个木制的鸟", **TURN)
     picture = torch.full((1, 32, 48, 3), 0.5)
-    _, ui = call_node(HunyuanDiTConversationImage, images=picture, session="s")
+    _, ui = call_node(HunyuanDiTConversationImage, images=picture, conversation=turn)
     assert ui["text"] == ["turn 1: turn_001.png"]
-    (_, _, init, denoise, _), _ = call_node(HunyuanDiTRewritePrompt, rewriter=rewriter, request="变成玻璃的",
-                                            **TURN | {"img2img_strength": 0.6})
+    (_, _, init, denoise, _, _), _ = call_node(HunyuanDiTRewritePrompt, rewriter=rewriter, request="变成玻璃的",
+                                               **TURN | {"img2img_strength": 0.6})
     assert init.shape == (1, 32, 48, 3) and torch.allclose(init, picture, atol=1 / 255) and denoise == pytest.approx(0.6)
-    with pytest.raises(InputError, match="no turn yet"):
-        call_node(HunyuanDiTConversationImage, images=picture, session="empty")
+    call_node(HunyuanDiTRewritePrompt, rewriter=rewriter, request="画一只猫", **TURN | {"reset": True})
+    with pytest.raises(InputError, match="turn 1 of conversation 's' is no longer there"):
+        call_node(HunyuanDiTConversationImage, images=picture, conversation=turn)  # reset since it was drawn
 
 
 def test_refusal_stops_the_run_with_the_models_answer(env, tmp_path, monkeypatch):

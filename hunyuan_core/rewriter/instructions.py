@@ -3,16 +3,17 @@
 An instruction applies *before* rewriting (it shapes the request the LLM reads) or *after* it (it is
 added to the finished description, and survives the cut to the encoder limit). They live in
 ``instructions.json`` in the user's folder; a few built-in ones are listed until a saved one replaces them.
+A damaged file (or entry) is skipped with a warning, never an error that would hide the others.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from ..errors import InputError
-from .userdir import user_dir, write_text_atomic
+from .userdir import is_text, keep_backup, locked, read_json, save_text, show, user_dir, warn
 
 PLACEHOLDER = "{prompt}"
 POSITIONS = ("before", "after")
@@ -28,6 +29,10 @@ class Instruction:
     position: str = "after"
 
     def __post_init__(self) -> None:
+        for key in ("name", "template", "position"):
+            value = getattr(self, key)
+            if not is_text(value):
+                raise InputError(f"instruction {key} {show(value)}: expected text")
         if not self.name.strip():
             raise InputError("instruction name is empty")
         if self.template.count(PLACEHOLDER) != 1:
@@ -35,6 +40,18 @@ class Instruction:
                              f"where the prompt goes; got {self.template!r}")
         if self.position not in POSITIONS:
             raise InputError(f"instruction {self.name!r}: position {self.position!r}, expected 'before' or 'after'")
+
+    @classmethod
+    def from_dict(cls, item: object, where: str) -> Instruction:
+        """An instruction read from a file: an object with name, template and optionally position."""
+        keys = {f.name for f in fields(cls)}
+        if not isinstance(item, dict) or not {"name", "template"} <= item.keys() <= keys:
+            raise InputError(f"{where}: expected an object with name, template (and optionally position); "
+                             f"got {show(item)}")
+        try:
+            return cls(**item)
+        except InputError as exc:
+            raise InputError(f"{where}: {exc}") from None
 
     def apply(self, text: str) -> str:
         """The template with ``text`` in place of ``{prompt}`` (braces in ``text`` are left alone)."""
@@ -57,20 +74,34 @@ class InstructionStore:
     def __init__(self, directory: str | os.PathLike | None = None):
         self.path = user_dir(directory) / INSTRUCTIONS_FILE
 
-    def _saved(self) -> dict[str, Instruction]:
-        if not self.path.is_file():
-            return {}
+    def _read(self) -> tuple[dict[str, Instruction], bool]:
+        """The saved instructions by name, and whether the file was damaged (unusable or with entries
+        skipped, each with a warning): such a file is kept as ``.bak`` before it is replaced."""
+        if not self.path.exists():
+            return {}, False
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            items = data["instructions"]
-            return {item["name"]: Instruction(**item) for item in items}
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-            raise InputError(f"saved instructions '{self.path}' cannot be read ({type(exc).__name__}: {exc}); "
-                             "fix or delete the file") from None
+            data = read_json(self.path, "saved instructions")
+        except InputError as exc:
+            warn(f"{exc}; ignored")
+            return {}, True
+        items = data.get("instructions") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            warn(f"saved instructions '{self.path}': expected {{\"instructions\": [...]}}, got {show(data)}; ignored")
+            return {}, True
+        saved, damaged = {}, False
+        for i, item in enumerate(items, 1):
+            try:
+                instruction = Instruction.from_dict(item, f"saved instructions '{self.path}', entry {i}")
+            except InputError as exc:
+                warn(f"{exc}; skipped")
+                damaged = True
+                continue
+            saved[instruction.name] = instruction
+        return saved, damaged
 
     def list(self) -> list[Instruction]:
         """Every instruction: built-in ones first (unless replaced), then the saved ones, by name."""
-        saved = self._saved()
+        saved, _ = self._read()
         builtins = [i for i in BUILTIN_INSTRUCTIONS if i.name not in saved]
         return builtins + sorted(saved.values(), key=lambda i: i.name)
 
@@ -86,17 +117,21 @@ class InstructionStore:
 
     def save(self, instruction: Instruction) -> None:
         """Add or replace an instruction by name."""
-        saved = self._saved()
-        saved[instruction.name] = instruction
-        self._write(saved)
+        with locked(self.path):
+            saved, damaged = self._read()
+            saved[instruction.name] = instruction
+            self._write(saved, damaged)
 
     def delete(self, name: str) -> None:
-        saved = self._saved()
-        if name not in saved:
-            raise InputError(f"no saved instruction named {name!r} in '{self.path}'")
-        del saved[name]
-        self._write(saved)
+        with locked(self.path):
+            saved, damaged = self._read()
+            if name not in saved:
+                raise InputError(f"no saved instruction named {name!r} in '{self.path}'")
+            del saved[name]
+            self._write(saved, damaged)
 
-    def _write(self, saved: dict[str, Instruction]) -> None:
+    def _write(self, saved: dict[str, Instruction], damaged: bool) -> None:
+        if damaged:
+            keep_backup(self.path)
         data = {"instructions": [asdict(i) for i in sorted(saved.values(), key=lambda i: i.name)]}
-        write_text_atomic(self.path, json.dumps(data, ensure_ascii=False, indent=1))
+        save_text(self.path, json.dumps(data, ensure_ascii=False, indent=1))

@@ -8,25 +8,46 @@ optionally, from starting each picture from the previous one (img2img at ``img2i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
+import numbers
 import os
 import random
 import re
+import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from ..errors import InputError
-from .userdir import user_dir, write_text_atomic
+from ..errors import InputError, OutputError
+from ..outputs import save_new
+from .userdir import is_text, keep_backup, locked, read_json, save_text, show, user_dir, warn
 
 SESSION_FORMAT = "hunyuan-dit-session"
 SESSION_VERSION = 1
 MAX_SEED = 2**32 - 1
+MAX_STEM_BYTES = 100  # file names are limited to 255 bytes; longer names are cut and told apart by a hash
 
 
 def random_seed() -> int:
     return random.randint(0, MAX_SEED)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _expect(ok: bool, where: str, key: str, value: object, expected: str) -> None:
+    if not ok:
+        raise InputError(f"{where}: \"{key}\" is {show(value)}; expected {expected}")
+
+
+def image_folder(path: Path) -> Path:
+    """The folder that holds the pictures of the session saved as ``path`` (``<stem>-images`` beside it)."""
+    return path.with_name(f"{path.stem}-images")
 
 
 @dataclass
@@ -40,6 +61,25 @@ class Turn:
     seed: int
     image: str | None = None
     created: float = field(default_factory=time.time)  # seconds since the epoch
+
+    @classmethod
+    def from_dict(cls, item: object, where: str) -> Turn:
+        """A turn read from a file, every field checked (a file may come from anyone)."""
+        names = {f.name for f in fields(cls)}
+        required = {"request", "reply", "prompt", "refused", "seed"}
+        if not isinstance(item, dict) or not required <= item.keys() <= names:
+            raise InputError(f"{where}: expected an object with {', '.join(sorted(required))} "
+                             f"(and optionally image, created); got {show(item)}")
+        for key in ("request", "reply", "prompt"):
+            _expect(is_text(item[key]), where, key, item[key], "text")
+        _expect(isinstance(item["refused"], bool), where, "refused", item["refused"], "true or false")
+        _expect(_is_int(item["seed"]) and 0 <= item["seed"] <= MAX_SEED, where, "seed", item["seed"],
+                f"a whole number 0..{MAX_SEED}")
+        image, created = item.get("image"), item.get("created", 0.0)
+        _expect(image is None or is_text(image), where, "image", image, "a file name or null")
+        _expect(isinstance(created, (int, float)) and not isinstance(created, bool) and math.isfinite(created),
+                where, "created", created, "a time in seconds")
+        return cls(**item)
 
 
 @dataclass
@@ -58,10 +98,16 @@ class Session:
 
     def validate(self) -> None:
         """Check the settings (after changing them by hand)."""
-        if not 0 <= int(self.seed) <= MAX_SEED:
-            raise InputError(f"session seed {self.seed}: expected 0..{MAX_SEED}")
-        if self.img2img_strength is not None and not 0.0 < self.img2img_strength <= 1.0:
-            raise InputError(f"img2img strength {self.img2img_strength}: expected a value in (0, 1]")
+        if not is_text(self.name) or not self.name.strip():
+            raise InputError(f"session name {show(self.name)}: expected a non-empty text")
+        if not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
+            raise InputError(f"session seed {show(self.seed)}: expected a whole number 0..{MAX_SEED}")
+        if not isinstance(self.reuse_seed, bool):
+            raise InputError(f"reuse_seed {show(self.reuse_seed)}: expected true or false")
+        strength = self.img2img_strength
+        if strength is not None and (isinstance(strength, bool) or not isinstance(strength, (int, float))
+                                     or not 0.0 < strength <= 1.0):
+            raise InputError(f"img2img strength {show(strength)}: expected a value in (0, 1]")
 
     def history(self, max_turns: int | None = None) -> list[tuple[str, str]]:
         """``(request, reply)`` pairs, oldest first (the last ``max_turns`` when given)."""
@@ -112,40 +158,89 @@ class Session:
                 "reuse_seed": self.reuse_seed, "img2img_strength": self.img2img_strength, "turns": turns}
 
     @classmethod
-    def from_dict(cls, data: dict, base: Path | None = None, where: str = "session") -> Session:
+    def from_dict(cls, data: object, base: Path | None = None, where: str = "session") -> Session:
+        """A session from JSON data, every value checked; relative image paths are taken from ``base``."""
         if not isinstance(data, dict) or data.get("format") != SESSION_FORMAT:
             raise InputError(f"{where}: not a Hunyuan-DiT session file (expected \"format\": \"{SESSION_FORMAT}\")")
-        if data.get("version", 0) > SESSION_VERSION:
-            raise InputError(f"{where}: session format version {data['version']} is newer than this program's "
+        version, turns = data.get("version", 0), data.get("turns", [])
+        _expect(_is_int(version), where, "version", version, "a whole number")
+        if version > SESSION_VERSION:
+            raise InputError(f"{where}: session format version {version} is newer than this program's "
                              f"({SESSION_VERSION}); update hunyuan-dit")
+        _expect(isinstance(turns, list), where, "turns", turns, "a list of turns")
+        parsed = [Turn.from_dict(item, f"{where}, turn {i}") for i, item in enumerate(turns, 1)]
+        for turn in parsed:
+            if turn.image and base is not None and not os.path.isabs(turn.image):
+                turn.image = str(base / turn.image)
         try:
-            turns = []
-            for item in data.get("turns", []):
-                turn = Turn(**item)
-                if turn.image and base is not None and not os.path.isabs(turn.image):
-                    turn.image = str(base / turn.image)
-                turns.append(turn)
-            return cls(name=data["name"], seed=int(data["seed"]), reuse_seed=bool(data.get("reuse_seed", True)),
-                       img2img_strength=data.get("img2img_strength"), turns=turns)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"{where}: malformed session data ({type(exc).__name__}: {exc})") from None
+            return cls(name=data.get("name"), seed=data.get("seed"), reuse_seed=data.get("reuse_seed", True),
+                       img2img_strength=data.get("img2img_strength"), turns=parsed)
+        except InputError as exc:
+            raise InputError(f"{where}: {exc}") from None
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the session as JSON (atomically: a reader never sees half a file)."""
+        """Write the session as JSON: atomically (a reader never sees half a file) and under the file's lock.
+
+        Pictures kept elsewhere (the chat command's ``--out``) are first copied into the session's picture
+        folder, the only place :meth:`load` takes them from; a damaged file replaced here is kept as ``.bak``.
+        """
         path = Path(path)
-        write_text_atomic(path, json.dumps(self.to_dict(path.parent.resolve()), ensure_ascii=False, indent=1))
+        with locked(path):
+            self._adopt_images(image_folder(path))
+            if path.exists() and not _holds_session(path, self.name):
+                keep_backup(path)
+            save_text(path, json.dumps(self.to_dict(path.parent.resolve()), ensure_ascii=False, indent=1))
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Session:
+        """Read a session file; pictures it names outside its picture folder are dropped with a warning."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError(f"session file '{path}' does not exist") from None
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(f"session file '{path}' cannot be read ({exc})") from None
-        return cls.from_dict(data, path.parent.resolve(), where=f"session file '{path}'")
+        where = f"session file '{path}'"
+        session = cls.from_dict(read_json(path, "session file"), path.parent.resolve(), where)
+        session._confine_images(image_folder(path), where)
+        return session
+
+    def _confine_images(self, folder: Path, where: str) -> None:
+        """Keep only pictures inside ``folder``: a session file someone sent must not make us read other files."""
+        root = folder.resolve()
+        for i, turn in enumerate(self.turns, 1):
+            if turn.image is None:
+                continue
+            try:
+                resolved = Path(turn.image).resolve()
+            except (OSError, ValueError, RuntimeError):  # a NUL byte, a symlink loop
+                resolved = root
+            if resolved == root or not resolved.is_relative_to(root):
+                warn(f"{where}, turn {i}: the picture '{turn.image}' is outside the session's picture folder "
+                     f"'{folder}'; ignored")
+                turn.image = None
+            else:
+                turn.image = str(resolved)
+
+    def _adopt_images(self, folder: Path) -> None:
+        root = folder.resolve()
+        for turn in self.turns:
+            source = Path(turn.image) if turn.image else None
+            if source is None or source.resolve().is_relative_to(root):
+                continue
+            if not source.is_file():
+                warn(f"session {self.name!r}: the picture '{source}' is gone or not a file; not recorded")
+                turn.image = None
+                continue
+            try:
+                copy = save_new(folder, source.stem, source.suffix, lambda tmp, src=source: shutil.copyfile(src, tmp))
+            except OSError as exc:
+                raise OutputError(f"cannot copy '{source}' into '{folder}': {exc.strerror or exc}") from None
+            turn.image = str(copy.resolve())
+
+
+def _holds_session(path: Path, name: str) -> bool:
+    """Whether ``path`` is a readable session file of session ``name`` (else it is kept before replacing)."""
+    try:
+        return Session.from_dict(read_json(path, "session file")).name == name
+    except InputError:
+        return False
 
 
 class SessionStore:
@@ -155,46 +250,70 @@ class SessionStore:
         self.directory = Path(directory).expanduser() if directory is not None else user_dir() / "sessions"
 
     def file_stem(self, name: str) -> str:
-        """A file name for ``name``; names that are not already safe get a hash, so two never share a file."""
-        if not name or not name.strip():
-            raise InputError("session name is empty")
+        """A file name for ``name``; names that are not already safe and short get a hash, so two never share
+        a file. Long names are cut (not refused) to fit the file system's 255-byte limit on names."""
+        if not is_text(name) or not name.strip():
+            raise InputError(f"session name {show(name)}: expected a non-empty text")
         safe = re.sub(r"[^\w.-]", "_", name.strip()).strip(".") or "session"
-        if safe == name:
+        if safe == name and len(safe.encode("utf-8")) <= MAX_STEM_BYTES:
             return safe
-        return f"{safe}-{hashlib.sha1(name.encode('utf-8')).hexdigest()[:8]}"
+        short = safe.encode("utf-8")[:MAX_STEM_BYTES].decode("utf-8", "ignore")
+        return f"{short}-{hashlib.sha1(name.encode('utf-8')).hexdigest()[:8]}"
 
     def path(self, name: str) -> Path:
         return self.directory / f"{self.file_stem(name)}.json"
 
     def image_dir(self, name: str) -> Path:
-        """Where pictures of session ``name`` may be kept (beside its file, so that they move with it)."""
-        return self.directory / f"{self.file_stem(name)}-images"
+        """Where pictures of session ``name`` are kept (beside its file, so that they move with it)."""
+        return image_folder(self.path(name))
 
     def exists(self, name: str) -> bool:
         return self.path(name).is_file()
 
     def load(self, name: str, seed: int | None = None) -> Session:
-        """Session ``name`` from disk, or a new one (with ``seed`` when given) if it was never saved."""
+        """Session ``name`` from disk, or a new one (with ``seed`` when given) if it was never saved or its
+        file cannot be used (a warning names the file; saving over it keeps it as ``.bak``)."""
         path = self.path(name)
+        fresh = Session(name=name) if seed is None else Session(name=name, seed=seed)
         if not path.is_file():
-            return Session(name=name) if seed is None else Session(name=name, seed=seed)
-        session = Session.load(path)
+            return fresh
+        try:
+            session = Session.load(path)
+        except InputError as exc:
+            warn(f"{exc}; conversation {name!r} starts afresh")
+            return fresh
         if session.name != name:
-            raise InputError(f"session file '{path}' belongs to session {session.name!r}, not {name!r}")
+            warn(f"session file '{path}' belongs to session {session.name!r}, not {name!r}; "
+                 f"conversation {name!r} starts afresh")
+            return fresh
         return session
+
+    @contextlib.contextmanager
+    def edit(self, name: str, seed: int | None = None) -> Iterator[Session]:
+        """Load session ``name``, let the block change it, save it: all under the file's lock, so that turns
+        added at the same time by other threads or processes are never lost. Nothing is saved on error."""
+        with locked(self.path(name)):
+            session = self.load(name, seed)
+            yield session
+            self.save(session)
 
     def save(self, session: Session) -> Path:
         return session.save(self.path(session.name))
 
     def delete(self, name: str) -> None:
-        self.path(name).unlink(missing_ok=True)
+        path = self.path(name)
+        with locked(path):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                raise OutputError(f"cannot delete '{path}': {exc.strerror or exc}") from None
 
     def names(self) -> list[str]:
-        """Names of the saved sessions, sorted."""
+        """Names of the saved sessions, sorted; a file that cannot be read is skipped with a warning."""
         names = []
         for path in sorted(self.directory.glob("*.json")):
             try:
-                names.append(Session.load(path).name)
-            except InputError:
-                continue
+                names.append(Session.from_dict(read_json(path, "session file"), where=f"session file '{path}'").name)
+            except InputError as exc:
+                warn(f"{exc}; skipped")
         return sorted(names)
