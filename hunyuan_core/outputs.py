@@ -60,7 +60,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
 
 
 @contextlib.contextmanager
-def staged_folder(folder: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+def staged_folder(folder: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary folder inside ``folder`` for a library that writes several files itself
     (``save_pretrained``); when the block ends without error each file is renamed into ``folder``, one by one,
     like :func:`atomic_path` would. On error nothing reaches ``folder``.
@@ -74,7 +74,7 @@ def staged_folder(folder: str | os.PathLike, overwrite: bool = True) -> Iterator
                 os.fsync(fh.fileno())
             dest = folder / src.relative_to(stage)
             ensure_dir(dest.parent)
-            _place(src, dest, overwrite)
+            os.replace(src, dest)
         _fsync_dir(folder)
     finally:
         shutil.rmtree(stage, ignore_errors=True)

@@ -62,7 +62,7 @@ def test_convert_into_its_own_all_in_one_file_keeps_the_source(tmp_path):
     source = make_tiny(tmp_path / "m", "comfy")
     before = tree_digest(tmp_path / "m")
     run = subprocess.run([*CLI, "convert", "--model", str(source), "--layout", "comfy", "--out", str(source),
-                          "--bert-vocab", str(tiny_bert_vocab_path(tmp_path / "m")), "--overwrite"],
+                          "--bert-vocab", str(tiny_bert_vocab_path(tmp_path / "m"))],
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert run.returncode == 2, run.stderr  # before: killed by SIGBUS (-7) or the weights truncated
     assert "is being read" in error_line(run.stderr)
@@ -79,10 +79,11 @@ def test_convert_refuses_an_output_that_overlaps_an_input(tmp_path, capsys, case
            "contains the source": tmp_path, "contains the vocab": vocab.parent}[case]
     before = tree_digest(tmp_path)
     args = ["convert", "--model", str(model), "--layout", "comfy" if case == "contains the vocab" else "diffusers",
-            "--out", str(out), "--overwrite"] + (["--bert-vocab", str(vocab)] if case == "contains the vocab" else [])
-    assert main(args) == 2
-    assert f"output '{out}' would overwrite the input" in error_line(capsys.readouterr().err)
-    assert tree_digest(tmp_path) == before
+            "--out", str(out)] + (["--bert-vocab", str(vocab)] if case == "contains the vocab" else [])
+    for extra in ([], ["--overwrite"]):
+        assert main(args + extra) == 2
+        assert f"output '{out}' would overwrite the input" in error_line(capsys.readouterr().err)
+        assert tree_digest(tmp_path) == before
 
 
 def test_convert_does_not_replace_an_existing_model_without_overwrite(tiny_official, tmp_path, capsys):
@@ -131,6 +132,34 @@ def test_make_tiny_under_a_file_is_one_line(tmp_path, capsys):
     assert "hunyuan-dit: error:" in error_line(capsys.readouterr().err)
 
 
+def test_tiny_writers_land_whole_files(tmp_path, monkeypatch):
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from hunyuan_core.rewriter.tiny import make_tiny_chat_llm
+
+    sr = make_tiny_upscaler(tmp_path / "sr" / "x4.pth")
+    llm = make_tiny_chat_llm(tmp_path / "llm")
+    before = tree_digest(tmp_path)
+
+    def interrupted(obj, f, *_, **__):
+        Path(f).write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    def interrupted_pretrained(self, folder, *_, **__):
+        (Path(folder) / "model.safetensors").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    monkeypatch.setattr(LlamaForCausalLM, "save_pretrained", interrupted_pretrained)
+    with pytest.raises(KeyboardInterrupt):
+        make_tiny_upscaler(sr, seed=1)
+    with pytest.raises(KeyboardInterrupt):
+        make_tiny_chat_llm(llm, seed=1)
+    assert tree_digest(tmp_path) == before  # old files whole, no temporary file or staging folder left
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")]
+
+
 # 2. generate never replaces a picture unless told to; Ctrl-C mid-write keeps the old one
 
 def test_generate_twice_with_one_seed_keeps_both_pictures(tiny_official, tmp_path, capsys):
@@ -155,6 +184,7 @@ def test_ctrl_c_while_saving_keeps_the_old_picture(tiny_official, tmp_path, monk
         fp.flush()
         raise KeyboardInterrupt
 
+    Image.init()  # register PIL's own writers first, so they do not replace this one
     monkeypatch.setitem(Image.SAVE, "PNG", interrupted)
     assert main(generate_args(tiny_official, tmp_path, *(["--overwrite"] if overwrite else []))) == 130
     assert [p.name for p in tmp_path.iterdir()] == ["hunyuan_42_00.png"]  # no stray temp or half file
@@ -253,6 +283,7 @@ def test_generate_saves_to_a_fallback_folder_when_out_fails(tiny_official, tmp_p
 
         monkeypatch.setattr(HunyuanDiTPipeline, "__call__", sample_then_lose_folder)
     else:
+        Image.init()
         save_png = Image.SAVE["PNG"]
 
         def full_disk(im, fp, filename):
