@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import HunyuanError, OutputError
-from .outputs import save_new
+from .outputs import check_writable_dir, save_new
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -76,15 +76,16 @@ def _reason(exc: Exception) -> str:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from .outputs import check_writable_dir
     from .pipeline import load_pipeline
     from .sizes import check_size
     from .tiny import make_tiny
+    from .upscaler import load_upscaler, upscale_images
 
-    # Everything that can fail is checked before the DiT loads, so a long run never ends with nothing saved.
-    check_size(args.width, args.height)
+    check_size(args.width, args.height)  # before any model loads
+    # The rest that can fail is checked before the DiT loads too, so a long run never ends with nothing saved:
+    # the output folder, and the --upscale model (it is small: loading it is the full check).
     check_writable_dir(args.out)
-    upscaler = _load_upscaler(args.upscale, args.device) if args.upscale else None
+    upscaler = load_upscaler(args.upscale, device=args.device) if args.upscale else None
     model = args.model
     tmp = None
     if model == "tiny":
@@ -102,18 +103,9 @@ def _generate(args: argparse.Namespace) -> int:
             tmp.cleanup()
     images = out.images
     if upscaler is not None:
-        from .upscaler import upscale_images
-
         images = upscale_images(images, upscaler, progress=ProgressBar("upscaling"))
     save_images(images, [f"hunyuan_{seed}_{i:02d}" for i, seed in enumerate(out.seeds)], args.out, args.overwrite)
     return 0
-
-
-def _load_upscaler(path: str, device: str | None):
-    """The ``--upscale`` model, loaded (it is small) so a missing, wrong or truncated file fails before sampling."""
-    from .upscaler import load_upscaler
-
-    return load_upscaler(path, device=device)
 
 
 def _make_tiny(args: argparse.Namespace) -> int:
