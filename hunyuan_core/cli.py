@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .errors import HunyuanError
+from .errors import HunyuanError, OutputError
+from .outputs import check_writable_dir, save_new
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+# File-system refusals that name a user's path (unreadable file, read-only or missing folder, full disk, ...):
+# the user can act on them, so main() prints one line. Any other OSError is a bug and keeps its traceback.
+USER_PATH_ERRNOS = frozenset(getattr(errno, name) for name in (
+    "EACCES", "EPERM", "EROFS", "EISDIR", "ENOTDIR", "ENOENT", "EEXIST", "ENOSPC", "EDQUOT", "ENAMETOOLONG",
+    "ELOOP", "ETXTBSY") if hasattr(errno, name))
 
 
 class ProgressBar:
@@ -25,12 +38,54 @@ class ProgressBar:
               end=end, file=sys.stderr, flush=True)
 
 
+def save_images(images: Sequence[Image.Image], stems: Sequence[str], out: Path, overwrite: bool = False) -> list[Path]:
+    """Save each image as ``out/<stem>.png`` and print its path; an existing file is never replaced unless
+    ``overwrite`` (the name gets ComfyUI's ``_00001_`` counter instead).
+
+    If ``out`` fails part-way (disk full, folder removed or replaced), the images not yet saved go to a new
+    folder in the system temp dir and :class:`OutputError` says where, so finished work is never dropped.
+    """
+    saved: list[Path] = []
+    try:
+        for img, stem in zip(images, stems):
+            saved.append(_save_png(img, out, stem, overwrite))
+        return saved
+    except (OutputError, OSError) as exc:
+        problem = f"could not save into '{out}': {_reason(exc)}"
+    rest = list(zip(images, stems))[len(saved):]
+    try:
+        rescue = Path(tempfile.mkdtemp(prefix="hunyuan-rescued-"))
+        for img, stem in rest:
+            _save_png(img, rescue, stem, overwrite=False)
+    except (OutputError, OSError) as exc:
+        raise OutputError(f"{problem}; the fallback folder failed too ({_reason(exc)}): "
+                          f"{len(rest)} image(s) not saved") from None
+    raise OutputError(f"{problem}; saved the remaining {len(rest)} image(s) in '{rescue}' instead")
+
+
+def _save_png(image: Image.Image, folder: Path, stem: str, overwrite: bool) -> Path:
+    path = save_new(folder, stem, ".png", lambda tmp: image.save(tmp, format="PNG"), overwrite)
+    print(path)
+    return path
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
 def _generate(args: argparse.Namespace) -> int:
     from .pipeline import load_pipeline
     from .sizes import check_size
     from .tiny import make_tiny
+    from .upscaler import load_upscaler, upscale_images
 
     check_size(args.width, args.height)  # before any model loads
+    # The rest that can fail is checked before the DiT loads too, so a long run never ends with nothing saved:
+    # the output folder, and the --upscale model (it is small: loading it is the full check).
+    check_writable_dir(args.out)
+    upscaler = load_upscaler(args.upscale, device=args.device) if args.upscale else None
     model = args.model
     tmp = None
     if model == "tiny":
@@ -47,31 +102,30 @@ def _generate(args: argparse.Namespace) -> int:
         if tmp is not None:
             tmp.cleanup()
     images = out.images
-    if args.upscale:
-        from .upscaler import upscale_images
-
-        images = upscale_images(images, args.upscale, device=args.device, progress=ProgressBar("upscaling"))
-    args.out.mkdir(parents=True, exist_ok=True)
-    for i, (img, seed) in enumerate(zip(images, out.seeds)):
-        path = args.out / f"hunyuan_{seed}_{i:02d}.png"
-        img.save(path)
-        print(path)
+    if upscaler is not None:
+        images = upscale_images(images, upscaler, progress=ProgressBar("upscaling"))
+    save_images(images, [f"hunyuan_{seed}_{i:02d}" for i, seed in enumerate(out.seeds)], args.out, args.overwrite)
     return 0
 
 
 def _make_tiny(args: argparse.Namespace) -> int:
     from .tiny import make_tiny
 
-    print(make_tiny(args.dir, layout=args.layout, version=args.version, seed=args.seed))
+    print(make_tiny(args.dir, layout=args.layout, version=args.version, seed=args.seed, overwrite=args.overwrite))
     return 0
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from .convert import save_pipeline
+    from .outputs import check_not_input
+
+    # The source is memory-mapped while it is read: writing into it would crash and truncate the user's weights.
+    check_not_input(args.out, [args.model, args.bert_vocab])
+    from .convert import check_destination, save_pipeline
     from .pipeline import load_pipeline
 
+    check_destination(args.out, args.layout, overwrite=args.overwrite)
     pipe = load_pipeline(args.model, device="cpu", dtype=args.dtype, variant=args.variant, bert_vocab=args.bert_vocab)
-    print(save_pipeline(pipe, args.out, args.layout))
+    print(save_pipeline(pipe, args.out, args.layout, overwrite=args.overwrite))
     return 0
 
 
@@ -100,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", default=None, choices=["auto", "fp16", "bf16", "fp32"])
     g.add_argument("--upscale", default=None, help="super-resolution model to apply to each image")
     g.add_argument("--out", type=Path, default=Path("outputs"))
+    g.add_argument("--overwrite", action="store_true", help="replace existing files instead of numbering new ones")
     g.set_defaults(func=_generate)
 
     t = sub.add_parser("make-tiny", help="write a tiny random model in a real file layout (for tests and install checks)")
@@ -107,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--layout", default="official", choices=["official", "diffusers", "comfy"])
     t.add_argument("--version", default="1.2", choices=["1.2", "1.1"])
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--overwrite", action="store_true", help="replace a model already in DIR")
     t.set_defaults(func=_make_tiny)
 
     c = sub.add_parser("convert", help="rewrite a model in another file layout (official, diffusers, comfy)")
@@ -116,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32"], help="stored precision (default fp16)")
     c.add_argument("--variant", default=None, help="official weights: ema, module, distill or merge")
     c.add_argument("--bert-vocab", default=None, help="BERT vocab.txt for an all-in-one file")
+    c.add_argument("--overwrite", action="store_true", help="replace files already at --out")
     c.set_defaults(func=_convert)
 
     from .rewriter.cli import add_parser as add_chat
@@ -133,6 +190,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except HunyuanError as exc:
         print(f"hunyuan-dit: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.filename is None or exc.errno not in USER_PATH_ERRNOS:
+            raise
+        where = f"'{exc.filename}'" + (f" -> '{exc.filename2}'" if exc.filename2 else "")
+        print(f"hunyuan-dit: error: {where}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("hunyuan-dit: interrupted", file=sys.stderr)

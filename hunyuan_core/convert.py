@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 
 from .config import DiTConfig
-from .errors import InputError
+from .errors import InputError, OutputError
 from .keys import official_to_diffusers
+from .outputs import atomic_path, ensure_dir, write_bytes, write_text
 from .text_encoder import (
     _BERT_TOKENIZER_CONFIG,
     _MT5_TOKENIZER_CONFIG,
@@ -99,33 +100,30 @@ def vae_to_ldm(sd: dict[str, torch.Tensor], levels: int) -> dict[str, torch.Tens
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def _save_safetensors(sd: dict[str, torch.Tensor], path: Path) -> None:
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in sd.items()}, str(path), metadata={"format": "pt"})
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp), metadata={"format": "pt"})
 
 
 def _save_pickle(sd: dict[str, torch.Tensor], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(OrderedDict(sd), path)
+    with atomic_path(path) as tmp:
+        torch.save(OrderedDict(sd), tmp)
 
 
 def _write_bert_tokenizer(folder: Path, vocab: list[str]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    write_text(folder / "vocab.txt", "\n".join(vocab) + "\n")
     config = dict(_BERT_TOKENIZER_CONFIG, tokenize_chinese_chars=True)
     _write_json(folder / "special_tokens_map.json", {k: v for k, v in config.items() if k.endswith("_token")})
     _write_json(folder / "tokenizer_config.json", config)
 
 
 def _write_mt5_tokenizer(folder: Path, spiece: bytes) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "spiece.model").write_bytes(spiece)
+    write_bytes(folder / "spiece.model", spiece)
     config = dict(_MT5_TOKENIZER_CONFIG, legacy=True)
     _write_json(folder / "special_tokens_map.json", {k: v for k, v in config.items() if k.endswith("_token")})
     _write_json(folder / "tokenizer_config.json", config)
@@ -237,19 +235,57 @@ def write_comfy(path: Path, p: ModelParts) -> Path:
     return path
 
 
-def save_parts(parts: ModelParts, dest: str | os.PathLike, layout: str) -> Path:
-    """Write ``parts`` as ``layout`` and return the path to load: official -> ``dest/ckpts``, diffusers ->
-    ``dest``, comfy -> ``dest`` itself when it ends in ``.safetensors``, else ``dest/hunyuan_dit_<v>.safetensors``."""
+def _comfy_file(dest: Path, version: str) -> Path:
+    return dest if dest.suffix == ".safetensors" else dest / f"hunyuan_dit_{version}.safetensors"
+
+
+def _holds_files(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def check_destination(dest: str | os.PathLike, layout: str, version: str | None = None,
+                      overwrite: bool = False) -> None:
+    """Refuse (OutputError) a destination whose files ``save_parts`` would replace, unless ``overwrite``.
+
+    A folder layout needs an empty or new folder; comfy needs its ``.safetensors`` file and the tokenizer folder
+    beside it to be new. Without ``version`` the comfy file name inside a folder is not known yet and only the
+    rest is checked (the CLI calls this before loading the model, ``save_parts`` again with the version).
+    """
     if layout not in LAYOUTS:
         raise InputError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
     dest = Path(dest).expanduser()
     if layout == "comfy":
-        path = dest if dest.suffix == ".safetensors" else dest / f"hunyuan_dit_{parts.version}.safetensors"
-        return write_comfy(path, parts)
-    dest.mkdir(parents=True, exist_ok=True)
+        if dest.suffix != ".safetensors" and dest.is_file():
+            raise OutputError(f"output '{dest}' is a file; give a folder or a path ending in .safetensors")
+        model = _comfy_file(dest, version or "<version>")
+        taken = ([model] if version or dest.suffix == ".safetensors" else []) + [bert_vocab_beside(model).parent]
+        found = [p for p in taken if p.is_file() or _holds_files(p)]
+    else:
+        if dest.is_file():
+            raise OutputError(f"output '{dest}' is a file; the {layout} layout is written into a folder")
+        found = [dest] if _holds_files(dest) else []
+    if found and not overwrite:
+        what = "is a folder that is not empty" if found[0].is_dir() else "already exists"
+        raise OutputError(
+            f"output '{found[0]}' {what}; not replacing it (pass --overwrite / overwrite=True, or choose a new path)"
+        )
+
+
+def save_parts(parts: ModelParts, dest: str | os.PathLike, layout: str, overwrite: bool = False) -> Path:
+    """Write ``parts`` as ``layout`` and return the path to load: official -> ``dest/ckpts``, diffusers ->
+    ``dest``, comfy -> ``dest`` itself when it ends in ``.safetensors``, else ``dest/hunyuan_dit_<v>.safetensors``.
+
+    Every file is written under a temporary name and renamed into place; existing files are replaced only with
+    ``overwrite`` (see :func:`check_destination`).
+    """
+    check_destination(dest, layout, parts.version, overwrite)
+    dest = Path(dest).expanduser()
+    if layout == "comfy":
+        return write_comfy(_comfy_file(dest, parts.version), parts)
+    ensure_dir(dest)
     return write_official(dest, parts) if layout == "official" else write_diffusers(dest, parts)
 
 
-def save_pipeline(pipe, dest: str | os.PathLike, layout: str) -> Path:
+def save_pipeline(pipe, dest: str | os.PathLike, layout: str, overwrite: bool = False) -> Path:
     """Convert a loaded pipeline to another layout (see :func:`save_parts` for the returned path)."""
-    return save_parts(parts_from_pipeline(pipe), dest, layout)
+    return save_parts(parts_from_pipeline(pipe), dest, layout, overwrite)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -55,6 +57,27 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def staged_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder inside ``folder`` for a library that writes several files itself
+    (``save_pretrained``); when the block ends without error each file is renamed into ``folder``, one by one,
+    like :func:`atomic_path` would. On error nothing reaches ``folder``.
+    """
+    folder = ensure_dir(folder)
+    stage = Path(tempfile.mkdtemp(prefix=".staging.", suffix=".tmp", dir=folder))
+    try:
+        yield stage
+        for src in sorted(p for p in stage.rglob("*") if p.is_file()):
+            with open(src, "rb+") as fh:
+                os.fsync(fh.fileno())
+            dest = folder / src.relative_to(stage)
+            ensure_dir(dest.parent)
+            os.replace(src, dest)
+        _fsync_dir(folder)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def _place(tmp: Path, path: Path, overwrite: bool) -> None:

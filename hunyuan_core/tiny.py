@@ -151,17 +151,18 @@ def tiny_bert_vocab_path(dest: str | os.PathLike) -> Path:
     return bert_vocab_beside(Path(dest) / "model.safetensors")
 
 
-def make_tiny(dest: str | os.PathLike, layout: str = "official", version: str = "1.2", seed: int = 0) -> Path:
+def make_tiny(dest: str | os.PathLike, layout: str = "official", version: str = "1.2", seed: int = 0,
+              overwrite: bool = False) -> Path:
     """Write a complete tiny random model into ``dest`` and return the path to load.
 
     official: ``dest/ckpts`` (``t2i/model/pytorch_model_ema.pt``, ``clip_text_encoder/``, ``tokenizer/``,
     ``mt5/``, ``sdxl-vae-fp16-fix/``); diffusers: ``dest`` itself (``model_index.json``, ``transformer/``, ...); comfy:
     ``dest/hunyuan_dit_<version>.safetensors`` plus ``dest/hydit_clip_tokenizer/`` (see
     :func:`tiny_bert_vocab_path`). ``version`` "1.1" adds size and style conditioning. The same seed gives
-    the same weights in every layout.
+    the same weights in every layout. Files already at ``dest`` are replaced only with ``overwrite``.
     """
     if layout not in LAYOUTS:
         raise InputError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
     if version not in VERSIONS:
         raise InputError(f"version must be one of {', '.join(VERSIONS)}; got {version!r}")
-    return save_parts(_random_parts(version, seed), dest, layout)
+    return save_parts(_random_parts(version, seed), dest, layout, overwrite)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from ..outputs import atomic_path, staged_folder, write_bytes, write_text
 from .templates import (
     DIALOGGEN_QUERY,
     IMAGE_TOKEN,
@@ -62,7 +63,6 @@ def make_tiny_chat_llm(dest: str | os.PathLike, reply: str | None = CHAT_REPLY, 
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
     chars = sorted(set(SYSTEM_PROMPT + _COMMON_CHARS + (reply or "") + "".join(map(chr, range(32, 127))) + "\n"))
     vocab = {t: i for i, t in enumerate(_CHAT_SPECIALS + chars)}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
@@ -72,7 +72,6 @@ def make_tiny_chat_llm(dest: str | os.PathLike, reply: str | None = CHAT_REPLY, 
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", eos_token="<|im_end|>",
                                         pad_token="<|endoftext|>")
     tokenizer.chat_template = _CHAT_TEMPLATE
-    tokenizer.save_pretrained(dest)
     size, stop = len(vocab), vocab["<|im_end|>"]
     hidden = (size + 7) // 8 * 8 if reply is not None else 32
     config = LlamaConfig(vocab_size=size, hidden_size=hidden, intermediate_size=8, num_hidden_layers=1,
@@ -83,7 +82,9 @@ def make_tiny_chat_llm(dest: str | os.PathLike, reply: str | None = CHAT_REPLY, 
     model = LlamaForCausalLM(config)
     if reply is not None:
         _script(model, hidden, [vocab["\n"]] + [vocab[c] for c in reply] + [stop], stop)
-    model.save_pretrained(dest)
+    with staged_folder(dest) as stage:  # transformers writes the files itself; they land whole
+        tokenizer.save_pretrained(stage)
+        model.save_pretrained(stage)
     return dest
 
 
@@ -105,15 +106,14 @@ def make_tiny_dialoggen(dest: str | os.PathLike, reply: str | None = DIALOGGEN_R
     )
 
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
     corpus = [DIALOGGEN_QUERY, LLAVA_V1_SYSTEM, "USER: ASSISTANT: " + _COMMON_CHARS, reply or ""]
     model_file = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(corpus * 4), model_writer=model_file, vocab_size=450, model_type="bpe",
         byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, character_coverage=1.0,
         hard_vocab_limit=False, minloglevel=2)
-    (dest / "tokenizer.model").write_bytes(model_file.getvalue())
-    (dest / "tokenizer_config.json").write_text(json.dumps({
+    write_bytes(dest / "tokenizer.model", model_file.getvalue())
+    write_text(dest / "tokenizer_config.json", json.dumps({
         "tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
         "add_bos_token": True, "add_eos_token": False, "legacy": True}))
     tokenizer = LlamaTokenizer.from_pretrained(str(dest))
@@ -141,8 +141,9 @@ def make_tiny_dialoggen(dest: str | os.PathLike, reply: str | None = DIALOGGEN_R
     shards = {"model-00001-of-00002.safetensors": names[: len(names) // 2],
               "model-00002-of-00002.safetensors": names[len(names) // 2:]}
     for file, keys in shards.items():
-        save_file({k: weights[k].half().contiguous() for k in keys}, str(dest / file))
-    (dest / "model.safetensors.index.json").write_text(json.dumps(
+        with atomic_path(dest / file) as tmp:
+            save_file({k: weights[k].half().contiguous() for k in keys}, str(tmp))
+    write_text(dest / "model.safetensors.index.json", json.dumps(
         {"metadata": {}, "weight_map": {k: file for file, keys in shards.items() for k in keys}}))
     config = text_settings | {
         "architectures": ["LlavaMistralForCausalLM"], "model_type": "llava_mistral", "torch_dtype": "float16",
@@ -151,9 +152,8 @@ def make_tiny_dialoggen(dest: str | os.PathLike, reply: str | None = DIALOGGEN_R
         "image_aspect_ratio": "anyres", "image_grid_pinpoints": TINY_PINPOINTS, "mm_use_im_start_end": False,
         "mm_use_im_patch_token": False, "tokenizer_model_max_length": 4096, "unfreeze_mm_vision_tower": True,
         "bos_token_id": 1, "eos_token_id": 2}
-    (dest / "config.json").write_text(json.dumps(config, indent=1))
+    write_text(dest / "config.json", json.dumps(config, indent=1))
     if clip_folder:
         clip = dest / "openai" / "clip-vit-large-patch14-336"
-        clip.mkdir(parents=True, exist_ok=True)
-        (clip / "config.json").write_text(json.dumps({"model_type": "clip", "vision_config": vision.to_dict()}))
+        write_text(clip / "config.json", json.dumps({"model_type": "clip", "vision_config": vision.to_dict()}))
     return dest

@@ -7,22 +7,25 @@ import sys
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from ..errors import InputError
+from ..images import open_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 DTYPES = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def _inputs(paths: list[Path]) -> list[Path]:
-    """The files named, with folders expanded to the images directly inside them."""
+    """The files named, with folders expanded to the regular image files directly inside them (a FIFO or
+    device named ``*.png`` would block the run forever)."""
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         elif path.is_file():
             files.append(path)
+        elif path.exists():
+            raise InputError(f"input '{path}' is not a regular image file or a folder")
         else:
             raise InputError(f"input image '{path}' does not exist")
     if not files:
@@ -30,29 +33,24 @@ def _inputs(paths: list[Path]) -> list[Path]:
     return files
 
 
-def _open(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"cannot read image '{path}': {exc}") from None
-
-
 def run(args: argparse.Namespace) -> int:
-    """Upscale every input into ``--out`` as ``<name>_x<scale>.png`` (PNG keeps alpha); prints each path."""
+    """Upscale every input into ``--out`` as ``<name>_x<scale>.png`` (PNG keeps alpha); prints each path.
+
+    Inputs, the output folder and the model are checked before the first image is worked on; an existing output
+    is never replaced without ``--overwrite`` (``photo.png`` and ``photo.jpg`` both keep their results).
+    """
+    from ..cli import save_images
+    from ..outputs import check_writable_dir
     from .upscaler import load_upscaler
 
     files = _inputs(args.inputs)
+    check_writable_dir(args.out)
     upscaler = load_upscaler(args.model, device=args.device, dtype=DTYPES[args.dtype])
-    args.out.mkdir(parents=True, exist_ok=True)
     factor = args.scale if args.scale is not None else upscaler.scale
     for path in files:
-        result = upscaler(_open(path), tile=args.tile, overlap=args.overlap, scale=args.scale,
+        result = upscaler(open_image(path), tile=args.tile, overlap=args.overlap, scale=args.scale,
                           progress=lambda done, total, name=path.name: _progress(name, done, total))
-        target = args.out / f"{path.stem}_x{factor:g}.png"
-        result.save(target)
-        print(target)
+        save_images([result], [f"{path.stem}_x{factor:g}"], args.out, args.overwrite)
     return 0
 
 
@@ -76,6 +74,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="tile side in input pixels (halved automatically on out-of-memory)")
     p.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles, blended")
     p.add_argument("--device", default=None, help="cuda, cpu, mps, cuda:1, ... (default: the GPU if there is one)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs instead of numbering new ones")
     p.add_argument("--dtype", default="auto", choices=list(DTYPES), help="auto: fp16 on GPUs, fp32 on the CPU")
     p.set_defaults(func=run)
     return p

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from ..outputs import atomic_path
 from .rrdbnet import RRDBConfig, RRDBNet
 from .srvgg import SRVGGConfig, SRVGGNetCompact
 
@@ -34,11 +35,11 @@ def make_tiny_upscaler(
     generator = torch.Generator().manual_seed(seed)
     weights = {k: torch.randn(v.shape, generator=generator) * 0.02 for k, v in model.state_dict().items()}
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.suffix == ".safetensors":
-        from safetensors.torch import save_file
+    with atomic_path(dest) as tmp:
+        if dest.suffix == ".safetensors":
+            from safetensors.torch import save_file
 
-        save_file(weights, str(dest))
-    else:
-        torch.save({"params_ema": weights}, dest)
+            save_file(weights, str(tmp))
+        else:
+            torch.save({"params_ema": weights}, tmp)
     return dest
