@@ -27,10 +27,14 @@ class ProgressBar:
 
 def _generate(args: argparse.Namespace) -> int:
     from .pipeline import load_pipeline
-    from .sizes import check_size
     from .tiny import make_tiny
+    from .validate import check_generate
 
-    check_size(args.width, args.height)  # before any model loads
+    check_generate(  # every argument, before any model loads
+        prompt=args.prompt, negative_prompt=args.negative, device=args.device, width=args.width, height=args.height,
+        steps=args.steps, guidance_scale=args.cfg, guidance_rescale=args.guidance_rescale, sampler=args.sampler,
+        seed=args.seed, batch_size=args.batch, beta_end=args.beta_end,
+    )
     model = args.model
     tmp = None
     if model == "tiny":

@@ -98,7 +98,9 @@ def sample(
     h, w = height // 8, width // 8
     n = len(positive) * batch_size
     if negative is not None and len(negative) not in (1, len(positive), n):
-        raise InputError(f"{len(negative)} negative prompt encodings for {len(positive)} prompts: give one, or one per prompt")
+        raise InputError(
+            f"{len(negative)} negative prompt encodings for {len(positive)} prompts: give one, or one per prompt"
+        )
     do_cfg = guidance_scale > 1.0
     check_memory(dit.config, dtype, device, width, height, 2 * n if do_cfg else n)
     seeds = [int(seed) + i for i in range(n)]

@@ -14,7 +14,7 @@ import torch
 
 from .devices import free_memory, resolve_device
 from .errors import InputError
-from .limits import MAX_GUIDANCE, MAX_SEED, MAX_STEPS, MAX_TOKEN_ROWS, BLOCK_WORKING_SET
+from .limits import BLOCK_WORKING_SET, MAX_GUIDANCE, MAX_SEED, MAX_STEPS, MAX_TOKEN_ROWS
 from .samplers import check_sampler
 from .sizes import check_size
 from .versions import VERSION_DEFAULTS
@@ -36,7 +36,9 @@ def check_int(name: str, value: object, lo: int, hi: int | None = None) -> int:
     return int(value)
 
 
-def check_float(name: str, value: object, lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> float:
+def check_float(
+    name: str, value: object, lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False
+) -> float:
     """``value`` as a finite float in the interval ``lo..hi`` (each end closed unless marked open)."""
     if isinstance(value, bool) or not isinstance(value, Real):
         raise InputError(f"{name} must be a number, found {_found(value)}")
