@@ -24,8 +24,9 @@ def available_devices() -> list[str]:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` -> CUDA when available, else CPU; a named device must exist here, else :class:`InputError`
-    naming the ones that do (instead of a CUDA-initialisation traceback deep inside a loader)."""
+    """``None`` -> CUDA when available, else CPU; a CUDA/XPU/MPS device must exist here, else
+    :class:`InputError` naming the ones that do (instead of a CUDA-initialisation traceback deep inside a
+    loader). Other backends (DirectML's ``privateuseone`` in ComfyUI, ...) cannot be queried and pass."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     available = available_devices()
@@ -33,7 +34,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         resolved = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
         resolved = None
-    if resolved is None or (resolved.type != "cpu" and str(resolved) not in available):
+    checkable = resolved is not None and resolved.type in ("cuda", "xpu", "mps", "meta")
+    if resolved is None or (checkable and str(resolved) not in available):
         raise InputError(
             f"device {str(device)!r} is not available on this machine; expected one of: {', '.join(available)}"
         )

@@ -44,3 +44,5 @@ MAX_IMAGE_PIXELS = 256 * 1024 * 1024  # 16384 x 16384
 # A side of an upscaled image: a panorama may be long, but no common format stores more than 65,535 px
 # and an upscale beyond this is a typo in the scale (and gigabytes of float pixels).
 MAX_UPSCALE_SIDE = 32768
+# The factor a result may be resized to after super-resolution (ComfyUI's upscale node offers up to 16).
+MAX_UPSCALE_FACTOR = 16.0

@@ -20,6 +20,8 @@ from ..devices import resolve_device
 from ..errors import HunyuanError, InputError, ModelFileError
 from ..files import read_checkpoint, unwrap_state_dict
 from ..images import pil_to_tensor, tensor_to_pil
+from ..limits import MAX_UPSCALE_FACTOR
+from ..validate import check_float, check_int
 from . import images as im
 from .detect import CONTAINER_KEYS, build, detect, strip_prefix
 from .tiling import is_out_of_memory, plan_tiles, run_tiles
@@ -162,10 +164,9 @@ class Upscaler:
         after super-resolution; ``progress(done, total)`` is called after every tile, ``cancel()``
         before every tile (it raises to stop).
         """
-        if tile < 1 or overlap < 0:
-            raise InputError(f"tile must be >= 1 and overlap >= 0; got tile={tile}, overlap={overlap}")
-        if scale is not None and not 0 < scale <= 16:
-            raise InputError(f"scale must be in (0, 16]; got {scale}")
+        tile, overlap = check_int("tile", tile, 1), check_int("overlap", overlap, 0)
+        if scale is not None:
+            scale = check_float("scale", scale, 0.0, MAX_UPSCALE_FACTOR, lo_open=True)
         run = _Run(self, tile, overlap, scale, progress, cancel)
         if isinstance(image, Image.Image):
             return tensor_to_pil(run([pil_to_tensor(image)])[0], image.mode)
