@@ -23,7 +23,6 @@ from .validate import check_beta_end, check_finite, check_prompts, check_samplin
 from .vae import decode_latents, encode_images
 
 
-
 @dataclass
 class PipelineOutput:
     """Images with the seed each one was drawn with, and their scaled latents."""

@@ -12,6 +12,7 @@ from numbers import Integral, Real
 
 import torch
 
+from .config import DiTConfig
 from .devices import free_memory, resolve_device
 from .errors import InputError
 from .limits import BLOCK_WORKING_SET, MAX_GUIDANCE, MAX_SEED, MAX_STEPS, MAX_TOKEN_ROWS
@@ -137,7 +138,7 @@ def check_sampling(
 ) -> None:
     """Every scalar of one sampling run, and the work it asks for (see ``limits.py``)."""
     width, height = check_size(width, height)
-    steps = check_steps(steps, sampler)
+    check_steps(steps, sampler)
     guidance_scale = check_float("guidance_scale", guidance_scale, 0.0, MAX_GUIDANCE)
     check_float("guidance_rescale", guidance_rescale, 0.0, 1.0)
     batch_size = check_int("batch_size", batch_size, 1)
@@ -155,7 +156,7 @@ def check_generate(*, prompt: str | Sequence[str], negative_prompt: str | Sequen
     check_sampling(prompts=len(prompts), **settings)
 
 
-def check_memory(config, dtype: torch.dtype, device: torch.device, width: int, height: int, rows: int) -> None:
+def check_memory(config: DiTConfig, dtype: torch.dtype, device: torch.device, width: int, height: int, rows: int) -> None:
     """Refuse a run whose DiT activations cannot fit in the memory ``device`` has free.
 
     The estimate counts the long skips of the first half of the blocks plus one block's working set
