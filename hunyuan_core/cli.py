@@ -77,11 +77,15 @@ def _reason(exc: Exception) -> str:
 
 def _generate(args: argparse.Namespace) -> int:
     from .pipeline import load_pipeline
-    from .sizes import check_size
     from .tiny import make_tiny
     from .upscaler import load_upscaler, upscale_images
+    from .validate import check_generate
 
-    check_size(args.width, args.height)  # before any model loads
+    check_generate(  # every argument, before any model loads
+        prompt=args.prompt, negative_prompt=args.negative, device=args.device, width=args.width, height=args.height,
+        steps=args.steps, guidance_scale=args.cfg, guidance_rescale=args.guidance_rescale, sampler=args.sampler,
+        seed=args.seed, batch_size=args.batch, beta_end=args.beta_end,
+    )
     # The rest that can fail is checked before the DiT loads too, so a long run never ends with nothing saved:
     # the output folder, and the --upscale model (it is small: loading it is the full check).
     check_writable_dir(args.out)

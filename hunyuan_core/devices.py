@@ -1,4 +1,4 @@
-"""Default device and precision, one rule for every loader."""
+"""Default device and precision, one rule for every loader; which devices exist and how much memory they have."""
 
 from __future__ import annotations
 
@@ -10,11 +10,53 @@ DTYPES = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat1
           "fp32": torch.float32, "float32": torch.float32}
 
 
+def available_devices() -> list[str]:
+    """The devices this machine can compute on, e.g. ``["cpu", "cuda", "cuda:0", "cuda:1"]``."""
+    names = ["cpu"]
+    for kind in ("cuda", "xpu"):
+        backend = getattr(torch, kind, None)
+        if backend is not None and backend.is_available():
+            names += [kind, *(f"{kind}:{i}" for i in range(backend.device_count()))]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        names += ["mps", "mps:0"]
+    return names
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` -> CUDA when available, else CPU."""
+    """``None`` -> CUDA when available, else CPU; a CUDA/XPU/MPS device must exist here, else
+    :class:`InputError` naming the ones that do (instead of a CUDA-initialisation traceback deep inside a
+    loader). Other backends (DirectML's ``privateuseone`` in ComfyUI, ...) cannot be queried and pass."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    available = available_devices()
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        resolved = None
+    checkable = resolved is not None and resolved.type in ("cuda", "xpu", "mps", "meta")
+    if resolved is None or (checkable and str(resolved) not in available):
+        raise InputError(
+            f"device {str(device)!r} is not available on this machine; expected one of: {', '.join(available)}"
+        )
+    return resolved
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes a new allocation can still get on ``device`` (what the caching allocator holds counts as free);
+    None when the platform does not say."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError):
+            return None
+    return None
 
 
 def resolve_dtype(

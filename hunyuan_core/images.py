@@ -13,20 +13,25 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .errors import InputError
-
-MAX_IMAGE_PIXELS = 256 * 1024 * 1024  # 16384 x 16384: larger files are refused before they are decoded
+from .limits import MAX_IMAGE_PIXELS
 
 _NATIVE_MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
 _MODES_BY_CHANNELS = {c: m for m, c in _NATIVE_MODES.items()}
+# Single-channel modes deeper than 8 bits: the full scale of their values, and the array type to write back.
+_DEEP_MODES: dict[str, tuple[float, type]] = {
+    "I;16": (65535.0, np.uint16), "I;16B": (65535.0, np.uint16), "I;16L": (65535.0, np.uint16),
+    "I": (65535.0, np.int32), "F": (1.0, np.float32),
+}
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    """``[1, C, H, W]`` float32 0..1; palette, CMYK, 16-bit etc. become RGB(A) or L first."""
+    """``[1, C, H, W]`` float32 0..1; palette, CMYK etc. become RGB(A) first, 16/32-bit gray stays one channel."""
+    if image.mode in _DEEP_MODES:
+        full_scale, _ = _DEEP_MODES[image.mode]
+        array = np.asarray(image, dtype=np.float32) / full_scale
+        return torch.from_numpy(array.clip(0, 1).copy())[None, None]
     if image.mode not in _NATIVE_MODES:
         has_alpha = "A" in image.getbands() or "transparency" in image.info
-        if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-            array = np.asarray(image, dtype=np.float32) / (65535.0 if image.mode != "F" else 1.0)
-            return torch.from_numpy(array.clip(0, 1).copy())[None, None]
         image = image.convert("RGBA" if has_alpha else "RGB")
     array = np.asarray(image, dtype=np.uint8)
     if array.ndim == 2:
@@ -34,8 +39,13 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1)[None].float().div_(255.0)
 
 
-def tensor_to_pil(image: torch.Tensor) -> Image.Image:
-    """Inverse of :func:`pil_to_tensor` for ``[1, C, H, W]`` (rounded to 8 bits)."""
+def tensor_to_pil(image: torch.Tensor, mode: str | None = None) -> Image.Image:
+    """Inverse of :func:`pil_to_tensor` for ``[1, C, H, W]``: 8 bits per channel, or for one channel the
+    depth of ``mode`` when it is a 16/32-bit gray mode (so a 16-bit input comes back 16-bit)."""
+    if mode in _DEEP_MODES and image.shape[1] == 1:
+        full_scale, array_type = _DEEP_MODES[mode]
+        array = image[0, 0].clamp(0, 1).double().mul(full_scale).cpu().numpy()
+        return Image.fromarray((array if array_type is np.float32 else array.round()).astype(array_type))
     array = image[0].permute(1, 2, 0).clamp(0, 1).mul(255.0).round().to(torch.uint8).cpu().numpy()
     mode = _MODES_BY_CHANNELS[array.shape[2]]
     return Image.fromarray(array[:, :, 0] if mode == "L" else array, mode=mode)

@@ -19,9 +19,8 @@ from .layouts import find_model_files
 from .loaders import build_dit, load_dit, load_text_encoder, load_vae, split_single_file
 from .sampling import Progress, sample
 from .text_encoder import DEFAULT_NEGATIVE_PROMPT, BilingualTextEncoder, TextEmbeddings
+from .validate import check_beta_end, check_finite, check_prompts, check_sampling, check_texts
 from .vae import decode_latents, encode_images
-
-MAX_SEED = 2**32 - 1
 
 
 @dataclass
@@ -35,7 +34,14 @@ class PipelineOutput:
 
 def prepare_image(image: Image.Image | torch.Tensor, width: int, height: int, mode: str = "RGB") -> torch.Tensor:
     """PIL image (or [B,C,H,W] / [C,H,W] tensor in 0..1) -> float tensor [B,C,height,width] in 0..1."""
+    kind = "mask" if mode == "L" else "image"
+    if not isinstance(image, (Image.Image, torch.Tensor)):
+        raise InputError(f"the {kind} must be a PIL image or a [B,C,H,W] tensor, found {type(image).__name__}")
+    found = tuple(image.shape) if isinstance(image, torch.Tensor) else image.size
+    if 0 in found:
+        raise InputError(f"the {kind} is empty ({found}); expected a picture to resize to {width}x{height}")
     if isinstance(image, torch.Tensor):
+        check_finite(kind, image)
         t = image[None] if image.ndim == 3 else image
         if t.shape[-2:] != (height, width):
             t = torch.nn.functional.interpolate(t.float(), size=(height, width), mode="bicubic", align_corners=False)
@@ -53,7 +59,7 @@ class HunyuanDiTPipeline:
         self.dit = dit
         self.text_encoder = text_encoder
         self.vae = vae
-        self.beta_end = beta_end
+        self.beta_end = check_beta_end(beta_end)
 
     @property
     def version(self) -> str:
@@ -73,14 +79,10 @@ class HunyuanDiTPipeline:
         """Encode once, reuse for many samples. An empty negative means the official default negative prompt."""
         if isinstance(prompt, TextEmbeddings):
             return prompt
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if not prompts:
-            raise InputError("no prompt given")
         if negative:
-            prompts = [p if p and p.strip() else DEFAULT_NEGATIVE_PROMPT for p in prompts]
-        elif any(not p or not p.strip() for p in prompts):
-            raise InputError("the prompt is empty: describe the image to draw (Chinese or English)")
-        return self.text_encoder.encode(prompts)
+            negatives = check_texts("negative_prompt", prompt)
+            return self.text_encoder.encode([p if p.strip() else DEFAULT_NEGATIVE_PROMPT for p in negatives])
+        return self.text_encoder.encode(check_prompts(prompt))
 
     def __call__(
         self,
@@ -108,18 +110,22 @@ class HunyuanDiTPipeline:
         ``seed`` None draws a random one; image i of a batch uses ``seed + i``.
         """
         if seed is None:
-            seed = random.randint(0, MAX_SEED)
+            seed = random.getrandbits(32)  # short enough to retype
+        negative_texts = None if isinstance(negative_prompt, TextEmbeddings) else negative_prompt
+        count = len(prompt) if isinstance(prompt, TextEmbeddings) else len(check_prompts(prompt, negative_texts))
+        check_sampling(width=width, height=height, steps=steps, guidance_scale=guidance_scale,
+                       guidance_rescale=guidance_rescale, sampler=sampler, seed=seed, batch_size=batch_size,
+                       prompts=count, strength=strength if image is not None else 1.0, beta_end=beta_end)
         positive = self.encode_prompt(prompt)
         neg = self.encode_prompt(negative_prompt if negative_prompt is not None else "", negative=True)
-        init = mask_t = None
+        if mask is not None and image is None:
+            raise InputError("a mask needs the image to inpaint: pass image= as well")
+        mask_t = prepare_image(mask, width, height, mode="L") if mask is not None else None
+        init = None
         if image is not None:
             pixels = prepare_image(image, width, height).to(self.vae.device, self.vae.dtype)
             gen = torch.Generator("cpu").manual_seed(seed)
             init = encode_images(self.vae, pixels, generator=gen)
-        elif mask is not None:
-            raise InputError("a mask needs the image to inpaint: pass image= as well")
-        if mask is not None:
-            mask_t = prepare_image(mask, width, height, mode="L")
         lat = sample(
             self.dit, positive, neg, width=width, height=height, steps=steps, guidance_scale=guidance_scale,
             guidance_rescale=guidance_rescale, sampler=sampler, seed=seed, batch_size=batch_size, latents=latents,
@@ -143,6 +149,7 @@ def load_pipeline(
     from .text_encoder import load_text_encoder_from_single_file
     from .vae import load_vae_from_ldm_state_dict
 
+    check_beta_end(beta_end)
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     files = find_model_files(path, variant)

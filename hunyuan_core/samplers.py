@@ -7,8 +7,9 @@ the others are the usual community choices on the same schedule.
 from __future__ import annotations
 
 from .errors import InputError
+from .limits import TRAIN_TIMESTEPS
 
-_SCHEDULE = dict(beta_schedule="scaled_linear", prediction_type="v_prediction", num_train_timesteps=1000)
+_SCHEDULE = dict(beta_schedule="scaled_linear", prediction_type="v_prediction", num_train_timesteps=TRAIN_TIMESTEPS)
 _LEADING = dict(steps_offset=1, timestep_spacing="leading")  # the official DDPM/DDIM spacing
 
 # name -> (diffusers scheduler class name, settings); diffusers is imported on first use, not at import time.
@@ -26,10 +27,16 @@ SAMPLER_FACTORY: dict[str, tuple[str, dict]] = {
 SAMPLERS: list[str] = list(SAMPLER_FACTORY)
 
 
+def check_sampler(name: object) -> str:
+    """``name`` if it is one of :data:`SAMPLERS`, else an :class:`InputError` listing them."""
+    if not isinstance(name, str) or name not in SAMPLER_FACTORY:
+        raise InputError(f"unknown sampler {name!r}: choose one of {', '.join(SAMPLERS)}")
+    return name
+
+
 def make_scheduler(name: str, beta_start: float, beta_end: float):
     """A fresh scheduler instance for ``name`` on the Hunyuan-DiT schedule ending at ``beta_end``."""
-    if name not in SAMPLER_FACTORY:
-        raise InputError(f"unknown sampler '{name}': choose one of {', '.join(SAMPLERS)}")
+    check_sampler(name)
     import diffusers
 
     cls_name, kwargs = SAMPLER_FACTORY[name]

@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from .dit import HunyuanDiT
-from .errors import InputError
+from .errors import InputError, NumericsError
 from .samplers import make_scheduler
-from .sizes import check_size
 from .text_encoder import TextEmbeddings
+from .validate import check_beta_end, check_finite, check_memory, check_sampling
 from .versions import VERSION_DEFAULTS, detect_version
 
 Progress = Callable[[int, int, torch.Tensor], None]
@@ -43,6 +43,17 @@ def prepare_mask(mask: torch.Tensor, n: int, h: int, w: int) -> torch.Tensor:
         raise InputError(f"mask batch {mask.shape[0]} does not match {n} images")
     mask = F.interpolate(mask.float(), size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
     return mask.expand(n, -1, -1, -1)
+
+
+def non_finite_report(step: int, total: int, dtype: torch.dtype, device: torch.device) -> str:
+    """Why sampling produced NaN/Inf, from what it ran in: inputs were checked finite before the first step,
+    so it is fp16 overflow (the black-image failure on GPUs) or non-finite weights."""
+    found = f"sampling produced NaN/Inf latents at step {step} of {total} (the image would be black)"
+    if dtype == torch.float16:
+        return (f"{found}: the DiT runs in fp16 on {device}, whose range some layers overflow; "
+                "load the model with dtype bf16 (or fp32)")
+    return (f"{found}, with {str(dtype).replace('torch.', '')} weights on {device}, which do not overflow: the "
+            "model's weights likely hold NaN/Inf (re-download or re-convert the file)")
 
 
 def _step_accepts_generator(scheduler) -> bool:
@@ -76,31 +87,35 @@ def sample(
     ``init_latents`` + ``strength`` < 1 is img2img; ``mask`` (1 = regenerate) keeps the rest of
     ``init_latents``. ``cancel()`` is called before every step and stops the run by raising.
     """
-    width, height = check_size(width, height)
-    if steps < 1:
-        raise InputError(f"steps must be at least 1, got {steps}")
-    if batch_size < 1:
-        raise InputError(f"batch_size must be at least 1, got {batch_size}")
-    if not 0.0 < strength <= 1.0:
-        raise InputError(f"strength (denoise) must be in (0, 1], got {strength}")
+    check_sampling(width=width, height=height, steps=steps, guidance_scale=guidance_scale,
+                   guidance_rescale=guidance_rescale, sampler=sampler, seed=seed, batch_size=batch_size,
+                   prompts=len(positive), strength=strength, beta_end=beta_end)
     if mask is not None and init_latents is None:
         raise InputError("inpainting needs the image to keep: pass init_latents (or image) together with mask")
     version = VERSION_DEFAULTS[getattr(dit, "version", None) or detect_version(dit.config)]
+    beta_end = check_beta_end(beta_end, version.beta_start) or version.beta_end
     device, dtype = dit.device, dit.dtype
     h, w = height // 8, width // 8
     n = len(positive) * batch_size
-    seeds = [seed + i for i in range(n)]
+    if negative is not None and len(negative) not in (1, len(positive), n):
+        raise InputError(
+            f"{len(negative)} negative prompt encodings for {len(positive)} prompts: give one, or one per prompt"
+        )
+    do_cfg = guidance_scale > 1.0
+    check_memory(dit.config, dtype, device, width, height, 2 * n if do_cfg else n)
+    seeds = [int(seed) + i for i in range(n)]
     gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
 
     if latents is not None:
         if tuple(latents.shape) != (n, LATENT_CHANNELS, h, w):
             raise InputError(f"latents must have shape {(n, LATENT_CHANNELS, h, w)}, got {tuple(latents.shape)}")
+        check_finite("latents", latents)
         noise = latents.float().cpu()
     else:
         noise = torch.cat([torch.randn(1, LATENT_CHANNELS, h, w, generator=g) for g in gens])
     noise = noise.to(device)
 
-    schedulers = [make_scheduler(sampler, version.beta_start, beta_end or version.beta_end) for _ in range(n)]
+    schedulers = [make_scheduler(sampler, version.beta_start, beta_end) for _ in range(n)]
     for s in schedulers:
         s.set_timesteps(steps, device=device)
     timesteps = schedulers[0].timesteps
@@ -116,11 +131,13 @@ def sample(
                 f"init latents have shape {tuple(init.shape)}; expected {(n, LATENT_CHANNELS, h, w)} "
                 f"for a {width}x{height} image"
             )
+        check_finite("init latents", init)
         t_start = steps - max(1, min(steps, int(round(steps * strength))))
         timesteps = timesteps[t_start * order :]
         for s in schedulers:
             if hasattr(s, "set_begin_index"):
                 s.set_begin_index(t_start * order)
+    check_finite("mask", mask)
     mask_l = prepare_mask(mask.to(device), n, h, w) if mask is not None else None
 
     if init is not None and strength < 1.0:
@@ -128,7 +145,6 @@ def sample(
     else:
         x = noise * schedulers[0].init_noise_sigma
 
-    do_cfg = guidance_scale > 1.0
     cond = positive.repeat(batch_size) if batch_size > 1 else positive
     if do_cfg:
         if negative is None:
@@ -172,6 +188,8 @@ def sample(
             if i + 1 < total:
                 keep = schedulers[0].add_noise(init, noise, timesteps[i + 1 : i + 2].repeat(n))
             x = mask_l * x + (1.0 - mask_l) * keep
+        if not torch.isfinite(x).all():  # stop now: every further step would be wasted on a black image
+            raise NumericsError(non_finite_report(i + 1, total, dtype, device))
         if progress is not None:
             progress(i + 1, total, x)
     return x

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .errors import InputError
+from .limits import MAX_SIZE, MIN_SIZE
 
 # (width, height): the official ResolutionGroup (hydit/inference.py), squares first.
 PRESETS: list[tuple[int, int]] = [
@@ -12,7 +13,6 @@ PRESETS: list[tuple[int, int]] = [
     (1280, 768), (768, 1280),
 ]
 MULTIPLE = 16  # VAE downsampling 8 x patch size 2
-MIN_SIZE, MAX_SIZE = 64, 4096
 
 
 def preset_label(width: int, height: int) -> str:

@@ -14,6 +14,12 @@ from ._common import (
 )
 
 
+EMPTY_PROMPT = (
+    "The positive prompt is empty: the image follows no description, only guidance away from the negative "
+    "prompt. Describe what to draw (Chinese or English)."
+)
+
+
 def truncation_report(label: str, cut: str) -> str:
     """The warning shown when part of a prompt did not fit the encoders."""
     return (
@@ -50,8 +56,8 @@ class HunyuanDiTTextEncode:
     FUNCTION = "encode"
     CATEGORY = CATEGORY
     DESCRIPTION = (
-        "Encodes prompts for HunyuanDiT with its bilingual encoders; warns on the node when a prompt was "
-        "too long and shows the part that was cut."
+        "Encodes prompts for HunyuanDiT with its bilingual encoders; warns on the node when the positive "
+        "prompt is empty, or when a prompt was too long (showing the part that was cut)."
     )
 
     def encode(self, text_encoder: TextEncoderHandle, positive: str, negative: str, unique_id: str | None = None):
@@ -60,7 +66,8 @@ class HunyuanDiTTextEncode:
         with on_compute_device(text_encoder.encoder, rest):
             pos = text_encoder.encoder.encode([positive]).to(device=host.intermediate_device())
             neg = text_encoder.encoder.encode([negative]).to(device=host.intermediate_device())
-        warnings = [
+        warnings = [EMPTY_PROMPT] if not positive.strip() else []
+        warnings += [
             truncation_report(label, emb.truncated[0])
             for label, emb in (("positive", pos), ("negative", neg))
             if emb.truncated[0]

@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from hunyuan_core.errors import InputError
-from hunyuan_core.pipeline import MAX_SEED
+from hunyuan_core.errors import InputError, NumericsError
+from hunyuan_core.limits import MAX_SEED, MAX_SIZE, MIN_SIZE
 from hunyuan_core.samplers import SAMPLERS
 from hunyuan_core.sampling import sample as sample_latents
-from hunyuan_core.sizes import (
-    MAX_SIZE,
-    MIN_SIZE,
-    MULTIPLE,
-    PRESETS,
-    check_size,
-    preset_label,
-)
+from hunyuan_core.sizes import MULTIPLE, PRESETS, check_size, preset_label
 from hunyuan_core.text_encoder import TextEmbeddings
 
 from . import host
@@ -31,6 +24,7 @@ from ._common import (
 )
 
 CUSTOM = "custom (width x height below)"
+EMPTY_MASK = "The inpainting mask is all zero (nothing to repaint): sampling was skipped and the latent passed through."
 RESOLUTIONS = {preset_label(w, h): (w, h) for w, h in PRESETS}
 
 
@@ -89,6 +83,7 @@ class HunyuanDiTSampler:
                     "noise_mask (Set Latent Noise Mask) is used when this is not connected."
                 )}),
             },
+            "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
     RETURN_TYPES = ("LATENT",)
@@ -115,7 +110,7 @@ class HunyuanDiTSampler:
     def sample(
         self, model: ModelHandle, positive: TextEmbeddings, negative: TextEmbeddings, resolution: str, width: int, height: int, steps: int,
         cfg: float, guidance_rescale: float, sampler_name: str, seed: int, batch_size: int, denoise: float,
-        latent: dict | None = None, mask: torch.Tensor | None = None,
+        latent: dict | None = None, mask: torch.Tensor | None = None, unique_id: str | None = None,
     ):
         init = None
         if latent is not None:
@@ -130,6 +125,9 @@ class HunyuanDiTSampler:
             # each latent `batch_size` times in a row, as the core repeats the prompt
             init = init.repeat_interleave(batch_size, dim=0)
             batch_size = init.shape[0]
+            if mask is not None and not mask.any():  # sampling would return the latent unchanged
+                host.show_text(unique_id, EMPTY_MASK)
+                return {"ui": {"text": [EMPTY_MASK]}, "result": (latent_to_comfy(init),)}
         elif mask is not None:
             raise InputError(
                 "inpainting: a mask was connected without a latent; connect the image to repaint "
@@ -140,13 +138,17 @@ class HunyuanDiTSampler:
 
         # ComfyUI cannot evict a model it does not manage, so the DiT leaves the GPU after every run except
         # in --highvram/--gpu-only, where ComfyUI's own offload device is the GPU.
-        with on_compute_device(model.dit, host.offload_device()):
-            scaled = sample_latents(
-                model.dit, positive, negative, width=width, height=height, steps=steps, guidance_scale=cfg,
-                guidance_rescale=guidance_rescale, sampler=sampler_name, seed=seed, batch_size=batch_size,
-                init_latents=init, strength=denoise if init is not None else 1.0, mask=mask,
-                progress=host.progress_callback(steps), cancel=host.cancel_callback(),
-            )
+        try:
+            with on_compute_device(model.dit, host.offload_device()):
+                scaled = sample_latents(
+                    model.dit, positive, negative, width=width, height=height, steps=steps, guidance_scale=cfg,
+                    guidance_rescale=guidance_rescale, sampler=sampler_name, seed=seed, batch_size=batch_size,
+                    init_latents=init, strength=denoise if init is not None else 1.0, mask=mask,
+                    progress=host.progress_callback(steps), cancel=host.cancel_callback(),
+                )
+        except NumericsError as exc:  # on the node itself, then as the node's error: never a silent black image
+            host.show_text(unique_id, f"HunyuanDiT Sampler: {exc}")
+            raise
         return (latent_to_comfy(scaled),)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from hunyuan_core.errors import InputError
+from hunyuan_core.limits import MAX_UPSCALE_FACTOR
 from hunyuan_core.upscaler import Upscaler, load_upscaler
 
 from . import host
@@ -80,7 +81,7 @@ class HunyuanDiTUpscale:
                 "overlap": ("INT", {"default": 32, "min": 0, "max": 1024, "step": 8, "tooltip": (
                     "Input pixels shared by neighbouring tiles and blended; more hides seams better."
                 )}),
-                "scale": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 16.0, "step": 0.05, "tooltip": (
+                "scale": ("FLOAT", {"default": 0.0, "min": 0.0, "max": MAX_UPSCALE_FACTOR, "step": 0.05, "tooltip": (
                     "Final scale. 0: the model's own (x4: 1024 px becomes 4096 px); other values resize "
                     "after super-resolution (2 with an x4 model: 2048 px)."
                 )}),

@@ -10,9 +10,26 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..limits import MAX_IMAGE_PIXELS, MAX_UPSCALE_SIDE
 
 # ITU-R 601-2 luma, as PIL's convert("L") uses, to fold a colour result back to gray.
 _LUMA = (0.299, 0.587, 0.114)
+
+
+def output_size(height: int, width: int, factor: float) -> tuple[int, int]:
+    """The upscaled size of a ``width`` x ``height`` image; refuses an empty image, and a result beyond
+    ``limits.MAX_UPSCALE_SIDE`` per side or ``limits.MAX_IMAGE_PIXELS`` in all, before any work starts."""
+    if height < 1 or width < 1:
+        raise InputError(f"cannot upscale an empty image ({width}x{height} px)")
+    out_h, out_w = max(1, round(height * factor)), max(1, round(width * factor))
+    if max(out_h, out_w) > MAX_UPSCALE_SIDE or out_h * out_w > MAX_IMAGE_PIXELS:
+        raise InputError(
+            f"upscaling {width}x{height} px x{factor:g} would give {out_w}x{out_h} px ({out_w * out_h / 1e6:.0f} MP); "
+            f"the limit is {MAX_UPSCALE_SIDE} px per side and {MAX_IMAGE_PIXELS / 1e6:.0f} MP: use a smaller scale"
+        )
+    return out_h, out_w
+
+
 def check_batch(images: torch.Tensor) -> None:
     """Refuse anything but a float ``[B, H, W, C]`` tensor with 1-4 channels and non-empty sides."""
     if images.ndim != 4 or not 1 <= images.shape[-1] <= 4 or 0 in images.shape:

@@ -16,9 +16,12 @@ from typing import Any
 import torch
 from PIL import Image
 
+from ..devices import resolve_device
 from ..errors import HunyuanError, InputError, ModelFileError
 from ..files import read_checkpoint, unwrap_state_dict
 from ..images import pil_to_tensor, tensor_to_pil
+from ..limits import MAX_UPSCALE_FACTOR
+from ..validate import check_float, check_int
 from . import images as im
 from .detect import CONTAINER_KEYS, build, detect, strip_prefix
 from .tiling import is_out_of_memory, plan_tiles, run_tiles
@@ -161,19 +164,18 @@ class Upscaler:
         after super-resolution; ``progress(done, total)`` is called after every tile, ``cancel()``
         before every tile (it raises to stop).
         """
-        if tile < 1 or overlap < 0:
-            raise InputError(f"tile must be >= 1 and overlap >= 0; got tile={tile}, overlap={overlap}")
-        if scale is not None and not 0 < scale <= 16:
-            raise InputError(f"scale must be in (0, 16]; got {scale}")
+        tile, overlap = check_int("tile", tile, 1), check_int("overlap", overlap, 0)
+        if scale is not None:
+            scale = check_float("scale", scale, 0.0, MAX_UPSCALE_FACTOR, lo_open=True)
         run = _Run(self, tile, overlap, scale, progress, cancel)
         if isinstance(image, Image.Image):
-            return tensor_to_pil(run([pil_to_tensor(image)])[0])
+            return tensor_to_pil(run([pil_to_tensor(image)])[0], image.mode)
         if isinstance(image, torch.Tensor):
             im.check_batch(image)
             out = run([image[i : i + 1].permute(0, 3, 1, 2) for i in range(image.shape[0])])
             return torch.stack([o[0].permute(1, 2, 0) for o in out])  # one copy, contiguous [B, H, W, C]
         if isinstance(image, Sequence) and all(isinstance(i, Image.Image) for i in image):
-            return [tensor_to_pil(t) for t in run([pil_to_tensor(i) for i in image])]
+            return [tensor_to_pil(t, i.mode) for t, i in zip(run([pil_to_tensor(i) for i in image]), image)]
         raise InputError(f"expected a PIL image, a list of them or a [B, H, W, C] tensor; got {type(image).__name__}")
 
 
@@ -195,6 +197,9 @@ class _Run:
             self.progress(self.done, self.total)
 
     def __call__(self, batch: list[torch.Tensor]) -> list[torch.Tensor]:
+        factor = self.up.scale if self.target is None else self.target
+        for image in batch:  # every image's result size is checked before the first tile runs
+            im.output_size(*image.shape[-2:], factor)
         self.total = sum(self._tiles(*t.shape[-2:]) for t in batch)
         return [self._one(image, batch[i + 1 :]) for i, image in enumerate(batch)]
 
@@ -224,8 +229,7 @@ class _Run:
             self.done = start
             self.total = start + sum(self._tiles(*t.shape[-2:]) for t in [image, *rest])
         colour = im.colour_from_model(result, colour.shape[1], up.channels)
-        factor = up.scale if self.target is None else self.target
-        out_h, out_w = max(1, round(h * factor)), max(1, round(w * factor))
+        out_h, out_w = im.output_size(h, w, up.scale if self.target is None else self.target)
         colour = im.resize(colour, out_h, out_w)
         if alpha is None:
             return colour
@@ -285,7 +289,7 @@ def load_upscaler(
     where = "upscale model" if isinstance(path, dict) else f"upscale model '{path}'"
     raw = path if isinstance(path, dict) else read_checkpoint(path, what="upscale model")
     sd = strip_prefix(unwrap_state_dict(raw, CONTAINER_KEYS, where))
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device) if device is not None else default_device()
     dtype = dtype if dtype is not None else default_dtype(device)
     detected = detect(sd, where)
     if detected is None:
