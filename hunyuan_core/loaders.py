@@ -6,7 +6,6 @@ module built on the meta device, so they materialise exactly once in the target 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,13 +16,15 @@ from .config import DiTConfig
 from .devices import resolve_device, resolve_dtype
 from .dit import HunyuanDiT
 from .errors import ModelFileError
-from .files import StateDict, read_checkpoint, read_folder_state_dict, unwrap_state_dict
+from .files import StateDict, read_checkpoint, read_folder_state_dict, read_json_object, unwrap_state_dict
 from .keys import to_official
 from .layouts import (
+    DIT_CONTAINERS,
     SINGLE_FILE_TEXT_PREFIX,
     SINGLE_FILE_VAE_PREFIX,
     ModelFiles,
     find_model_files,
+    require_whole_model,
 )
 from .materialise import build_with_weights
 from .versions import detect_version
@@ -33,7 +34,7 @@ PathLike = str | os.PathLike
 
 def _container_order(variant: str | None) -> tuple[str, ...]:
     # DeepSpeed saves {"module": ..., "ema": ...}; the requested variant wins, EMA otherwise.
-    order = ["ema", "module", "state_dict", "model"]
+    order = list(DIT_CONTAINERS)
     if variant in order:
         order.remove(variant)
         order.insert(0, variant)
@@ -84,23 +85,14 @@ def load_text_encoder(path: PathLike, device=None, dtype=None, bert_vocab: PathL
     if files.is_single_file:
         _, text, _ = split_single_file(files.dit)
         return load_text_encoder_from_single_file(text, bert_vocab=bert_vocab, device=device, dtype=dtype)
-    if files.text_encoder is None:
-        raise ModelFileError(
-            f"'{path}' holds only a DiT; the text encoders (BERT + mT5) come from an official ckpts/t2i folder, "
-            "a diffusers folder or an all-in-one .safetensors file"
-        )
+    require_whole_model(files, "the text encoders (BERT + mT5)")
     te = files.text_encoder
     return load_text_encoder_from_folders(te.bert, te.bert_tokenizer, te.mt5, te.mt5_tokenizer, device=device, dtype=dtype)
 
 
 def _is_vae_folder(path: Path) -> bool:
     cfg = path / "config.json"
-    if not cfg.is_file():
-        return False
-    try:
-        return json.loads(cfg.read_text()).get("_class_name") == "AutoencoderKL"
-    except (json.JSONDecodeError, OSError):
-        return False
+    return cfg.is_file() and read_json_object(cfg, "model config").get("_class_name") == "AutoencoderKL"
 
 
 def load_vae(path: PathLike, device=None, dtype=None):
