@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from .errors import ModelFileError
 
@@ -46,11 +47,12 @@ _SAFETENSORS_DTYPES = {
 
 @contextmanager
 def reading(path: str | os.PathLike, what: str) -> Iterator[None]:
-    """Turn an OS error while reading ``path`` (permission denied, I/O error) into a ModelFileError naming it."""
+    """Turn an OS error while reading ``path`` or a file in it (permission denied, I/O error) into a ModelFileError
+    naming the file."""
     try:
         yield
     except OSError as exc:
-        raise ModelFileError(f"{what}: cannot read '{path}': {exc.strerror or exc}") from None
+        raise ModelFileError(f"{what}: cannot read '{exc.filename or path}': {exc.strerror or exc}") from None
 
 
 def sniff_format(path: str | os.PathLike) -> str:
@@ -226,7 +228,7 @@ def _read_pickle(path: Path, what: str, fmt: str) -> object:
             f"code when unpickled ({first}). Only plain weight files are accepted; convert it to .safetensors "
             "with a tool you trust"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, SafetensorError) as exc:  # torch.load tries safetensors too
         raise ModelFileError(f"{what}: '{path}' is truncated or not a PyTorch checkpoint ({exc})") from None
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .errors import ModelFileError
 from .files import read_checkpoint, read_safetensors_header, reading, sniff_format, unwrap_state_dict
-from .kinds import describe_weights
+from .kinds import DIT, describe_weights
 
 VARIANTS = ("ema", "module", "distill", "merge")  # official weight files, in default order
 DIT_CONTAINERS = ("ema", "module", "state_dict", "model")  # keys wrapping a DiT's weights in a .pt, EMA first
@@ -67,7 +67,7 @@ def describe_file(path: Path) -> str:
     else:
         keys = list(unwrap_state_dict(read_checkpoint(path), DIT_CONTAINERS, f"'{path}'"))
     kind = describe_weights(keys)
-    if kind == "a Hunyuan-DiT":
+    if kind == DIT:
         return "a DiT-only file"
     return kind or f"a file of {len(keys)} tensors that match no known model (first: {', '.join(keys[:3])})"
 

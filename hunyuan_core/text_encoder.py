@@ -333,7 +333,7 @@ def _tokenizer_from_folder(cls, folder: Path, what: str):
     if cfg_path.is_file():
         for key, value in read_json_object(cfg_path, what).items():
             if key.endswith("_file") and value is not None:
-                confined(folder, value, f"{what}: '{cfg_path}', entry '{key}',")
+                confined(folder, value, f"{what}: '{cfg_path}' entry '{key}'")
     with _library_reads(what, folder):
         return cls.from_pretrained(str(folder.absolute()), local_files_only=True)
 
