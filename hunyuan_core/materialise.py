@@ -74,7 +74,7 @@ def build_with_weights(
         if id(t) not in cast:
             cast[id(t)] = t.to(device=device, dtype=dtype if t.is_floating_point() else None)
     weights = {k: cast[id(sd[k])] for k in expected}
-    bad = first_non_finite(weights.items())
+    bad = first_non_finite({id(t): (k, t) for k, t in weights.items()}.values())  # tied weights checked once
     if bad is not None:
         raise NumericsError(
             f"{what}: weight '{bad}' holds NaN or Inf values (as {str(weights[bad].dtype).replace('torch.', '')}); "
