@@ -9,6 +9,7 @@ folder and nothing touches the network.
 
 from __future__ import annotations
 
+import atexit
 import io
 import json
 import os
@@ -139,6 +140,7 @@ def _valid_tiny_file() -> bytes:
 
 VALID = _valid_tiny_file()
 _fuzz_dir = Path(tempfile.mkdtemp(prefix="hostile_fuzz_"))
+atexit.register(shutil.rmtree, _fuzz_dir, ignore_errors=True)
 _fuzz_count = [0]
 
 
