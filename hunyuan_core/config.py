@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import torch
 
 from .errors import ModelFileError
+from .files import tensor_shape
 from .kinds import describe_weights
 
 SIZE_COND_DIM = 6 * 256  # six image_meta_size scalars, 256 sinusoid features each
@@ -22,6 +24,7 @@ REQUIRED_KEYS = (
     "x_embedder.proj.weight",
     "extra_embedder.0.weight",
     "blocks.0.attn1.q_norm.weight",
+    "blocks.0.mlp.fc1.weight",
     "final_layer.linear.weight",
 )
 
@@ -71,33 +74,43 @@ class DiTConfig:
             raise ModelFileError(
                 f"{where}: not a Hunyuan-DiT checkpoint ({found}); a Hunyuan-DiT has keys such as {', '.join(missing[:3])}"
             )
-        hidden, in_ch, patch, _ = sd["x_embedder.proj.weight"].shape
-        head_dim = sd["blocks.0.attn1.q_norm.weight"].shape[0]
+        shape = partial(tensor_shape, sd, where=where)  # (key, ndim) -> checked shape
+        hidden, in_ch, patch, _ = shape("x_embedder.proj.weight", 4)
+        (head_dim,) = shape("blocks.0.attn1.q_norm.weight", 1)
         block_ids = {int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))}
         depth = max(block_ids) + 1
         if block_ids != set(range(depth)):
             raise ModelFileError(f"{where}: incomplete Hunyuan-DiT checkpoint: blocks {sorted(set(range(depth)) - block_ids)} missing")
-        t5_len = sd["pooler.positional_embedding"].shape[0] - 1
-        pooled_dim = sd["pooler.c_proj.weight"].shape[0]
+        positions, _ = shape("pooler.positional_embedding", 2)
+        t5_len = positions - 1
+        pooled_dim, _ = shape("pooler.c_proj.weight", 2)
         style_cond = "style_embedder.weight" in sd
-        extra_in = sd["extra_embedder.0.weight"].shape[1]
+        _, extra_in = shape("extra_embedder.0.weight", 2)
         size_part = extra_in - pooled_dim - (hidden if style_cond else 0)
         if size_part not in (0, SIZE_COND_DIM):
             raise ModelFileError(
                 f"{where}: extra_embedder.0.weight takes {extra_in} inputs; expected {pooled_dim} (v1.2) or "
                 f"{pooled_dim + SIZE_COND_DIM + hidden} (v1.0/v1.1 with size and style conditioning)"
             )
+        text_tokens, text_dim = shape("text_embedding_padding", 2)
+        final_out, _ = shape("final_layer.linear.weight", 2)
+        if hidden % head_dim or final_out % (patch * patch) or not 0 < t5_len < text_tokens:
+            raise ModelFileError(
+                f"{where}: inconsistent Hunyuan-DiT shapes: width {hidden} with q_norm size {head_dim} (must divide "
+                f"it), final layer {final_out} outputs for patch {patch} (a multiple of {patch * patch}), "
+                f"{t5_len} mT5 tokens of {text_tokens} text tokens (fewer, at least 1)"
+            )
         return cls(
             depth=depth,
             hidden_size=hidden,
             num_heads=hidden // head_dim,
-            mlp_hidden=sd["blocks.0.mlp.fc1.weight"].shape[0],
+            mlp_hidden=shape("blocks.0.mlp.fc1.weight", 2)[0],
             patch_size=patch,
             in_channels=in_ch,
-            out_channels=sd["final_layer.linear.weight"].shape[0] // (patch * patch),
-            text_dim=sd["text_embedding_padding"].shape[1],
-            t5_dim=sd["mlp_t5.0.weight"].shape[1],
-            text_len=sd["text_embedding_padding"].shape[0] - t5_len,
+            out_channels=final_out // (patch * patch),
+            text_dim=text_dim,
+            t5_dim=shape("mlp_t5.0.weight", 2)[1],
+            text_len=text_tokens - t5_len,
             t5_len=t5_len,
             pooled_dim=pooled_dim,
             size_cond=size_part == SIZE_COND_DIM,

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+DIT = "a Hunyuan-DiT"
+BERT = "a BERT text encoder"
+T5 = "a T5 / mT5 text encoder"
+
 # (description, predicate over the set of key names); first match wins, most specific first.
 _KINDS = [
     ("a ComfyUI all-in-one checkpoint", lambda ks: any(k.startswith("text_encoders.") for k in ks)),
     ("a Hunyuan-DiT ControlNet", lambda ks: any(k.endswith("after_proj_list.18.bias") for k in ks)),
-    ("a Hunyuan-DiT", lambda ks: any(k.endswith("mlp_t5.0.weight") or k.endswith("text_embedder.linear_1.weight") for k in ks)),
+    (DIT, lambda ks: any(k.endswith("mlp_t5.0.weight") or k.endswith("text_embedder.linear_1.weight") for k in ks)),
     ("a LoRA", lambda ks: any(".lora_" in k or "lora_down" in k or k.startswith("lora_") for k in ks)),
     ("a Stable Diffusion / SDXL UNet", lambda ks: any("input_blocks.0.0.weight" in k or "down_blocks.0.attentions" in k for k in ks)),
     ("a Flux model", lambda ks: any(k.endswith("double_blocks.0.img_attn.qkv.weight") for k in ks)),
     ("an SD3 model", lambda ks: any("joint_blocks.0." in k for k in ks)),
     ("a VAE (SD/SDXL autoencoder)", lambda ks: any(k.endswith(("decoder.conv_in.weight", "encoder.conv_in.weight")) for k in ks)),
-    ("a BERT text encoder", lambda ks: any(k.endswith("embeddings.word_embeddings.weight") for k in ks)),
-    ("a T5 / mT5 text encoder", lambda ks: any(k.endswith("block.0.layer.0.SelfAttention.q.weight") for k in ks)),
+    (BERT, lambda ks: any(k.endswith("embeddings.word_embeddings.weight") for k in ks)),
+    (T5, lambda ks: any(k.endswith("block.0.layer.0.SelfAttention.q.weight") for k in ks)),
     ("a CLIP text or image encoder", lambda ks: any("text_model.encoder." in k or "vision_model.encoder." in k for k in ks)),
     ("a language model (LLM)", lambda ks: any(k.endswith("embed_tokens.weight") for k in ks) and any("lm_head" in k for k in ks)),
     ("an ESRGAN-family upscaler", lambda ks: any(k.startswith(("conv_first.", "model.0.", "RRDB_trunk.", "body.0.")) for k in ks)),

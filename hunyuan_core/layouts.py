@@ -9,16 +9,16 @@
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ModelFileError
-from .files import sniff_format
+from .files import read_checkpoint, read_safetensors_header, reading, sniff_format, unwrap_state_dict
+from .kinds import DIT, describe_weights
 
 VARIANTS = ("ema", "module", "distill", "merge")  # official weight files, in default order
+DIT_CONTAINERS = ("ema", "module", "state_dict", "model")  # keys wrapping a DiT's weights in a .pt, EMA first
 SINGLE_FILE_TEXT_PREFIX = "text_encoders."
 SINGLE_FILE_VAE_PREFIX = "vae."
 
@@ -51,12 +51,36 @@ class ModelFiles:
         return self.layout == "single-file"
 
 
-def safetensors_keys(path: Path) -> list[str]:
-    """Tensor names of a safetensors file, from its header only (no weights read)."""
-    with path.open("rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-    return [k for k in header if k != "__metadata__"]
+def safetensors_keys(path: Path, what: str = "model file") -> list[str]:
+    """Tensor names of a safetensors file, from its checked header only (no weights read)."""
+    return list(read_safetensors_header(path, what).tensors)
+
+
+def describe_file(path: Path) -> str:
+    """What a bare weights file (or folder) given as a model holds, as a noun phrase for errors: "a DiT-only
+    file", "a VAE (SD/SDXL autoencoder)", ... Reading it first means a truncated or corrupt file is reported
+    as such (ModelFileError) before anything is said about its kind."""
+    if path.is_dir():
+        return "a DiT-only folder (a diffusers transformer/)"
+    if sniff_format(path) == "safetensors":
+        keys = safetensors_keys(path)
+    else:
+        keys = list(unwrap_state_dict(read_checkpoint(path), DIT_CONTAINERS, f"'{path}'"))
+    kind = describe_weights(keys)
+    if kind == DIT:
+        return "a DiT-only file"
+    return kind or f"a file of {len(keys)} tensors that match no known model (first: {', '.join(keys[:3])})"
+
+
+def require_whole_model(files: ModelFiles, needed: str) -> None:
+    """Refuse a bare file or DiT folder where ``needed`` (e.g. "the text encoders") must come from a whole model,
+    saying what the file really is."""
+    if files.layout == "dit-only":
+        raise ModelFileError(
+            f"'{files.dit}' is {describe_file(files.dit)}; {needed} come from a whole model: an official ckpts/t2i "
+            "folder, a diffusers folder or a ComfyUI all-in-one .safetensors file (or load the parts with "
+            "load_dit / load_text_encoder / load_vae)"
+        )
 
 
 def _official_t2i(path: Path) -> Path | None:
@@ -92,8 +116,14 @@ def _diffusers_weights_present(folder: Path) -> bool:
 
 
 def find_model_files(path: str | os.PathLike, variant: str | None = None) -> ModelFiles:
-    """Detect the layout at ``path`` and locate every part; raise ModelFileError saying what was expected."""
+    """Detect the layout at ``path`` and locate every part; raise ModelFileError saying what was expected
+    (also for a file or folder that cannot be read, and a safetensors file that is truncated or malformed)."""
     path = Path(path).expanduser()
+    with reading(path, "model"):
+        return _find_model_files(path, variant)
+
+
+def _find_model_files(path: Path, variant: str | None) -> ModelFiles:
     if not path.exists():
         raise ModelFileError(f"model not found: '{path}' does not exist")
     if path.is_file():

@@ -6,9 +6,9 @@ module built on the meta device, so they materialise exactly once in the target 
 
 from __future__ import annotations
 
-import json
+import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -17,13 +17,15 @@ from .config import DiTConfig
 from .devices import resolve_device, resolve_dtype
 from .dit import HunyuanDiT
 from .errors import ModelFileError
-from .files import StateDict, read_checkpoint, read_folder_state_dict, unwrap_state_dict
+from .files import StateDict, read_checkpoint, read_folder_state_dict, read_json_object, reading, unwrap_state_dict
 from .keys import to_official
 from .layouts import (
+    DIT_CONTAINERS,
     SINGLE_FILE_TEXT_PREFIX,
     SINGLE_FILE_VAE_PREFIX,
     ModelFiles,
     find_model_files,
+    require_whole_model,
 )
 from .materialise import build_with_weights
 from .versions import detect_version
@@ -31,9 +33,21 @@ from .versions import detect_version
 PathLike = str | os.PathLike
 
 
+def _reads_model(what: str) -> Callable[[Callable], Callable]:
+    """For the public loaders: an OS error anywhere while reading the model (a file or folder that cannot be
+    read, e.g. permission denied) becomes a ModelFileError naming that file, never a raw PermissionError."""
+    def decorate(load: Callable) -> Callable:
+        @functools.wraps(load)
+        def wrapper(path, *args, **kwargs):
+            with reading(path if isinstance(path, (str, os.PathLike)) else "state dict", what):
+                return load(path, *args, **kwargs)
+        return wrapper
+    return decorate
+
+
 def _container_order(variant: str | None) -> tuple[str, ...]:
     # DeepSpeed saves {"module": ..., "ema": ...}; the requested variant wins, EMA otherwise.
-    order = ["ema", "module", "state_dict", "model"]
+    order = list(DIT_CONTAINERS)
     if variant in order:
         order.remove(variant)
         order.insert(0, variant)
@@ -61,6 +75,7 @@ def _read_dit_weights(files: ModelFiles) -> StateDict:
     return unwrap_state_dict(read_checkpoint(files.dit, "DiT weights"), _container_order(files.variant), f"DiT weights '{files.dit}'")
 
 
+@_reads_model("DiT")
 def load_dit(path_or_state_dict: PathLike | Mapping[str, torch.Tensor], device=None, dtype=None, variant: str | None = None) -> HunyuanDiT:
     """Load the DiT from any layout (official tree, diffusers folder, all-in-one file, DiT-only file) or a state dict."""
     if isinstance(path_or_state_dict, Mapping):
@@ -71,6 +86,7 @@ def load_dit(path_or_state_dict: PathLike | Mapping[str, torch.Tensor], device=N
     return build_dit(_read_dit_weights(files), device, dtype, where=f"'{files.dit}'")
 
 
+@_reads_model("text encoder")
 def load_text_encoder(path: PathLike, device=None, dtype=None, bert_vocab: PathLike | None = None):
     """Load BERT + mT5 with their tokenizers from an official tree, a diffusers folder or an all-in-one file."""
     from .text_encoder import (
@@ -84,25 +100,17 @@ def load_text_encoder(path: PathLike, device=None, dtype=None, bert_vocab: PathL
     if files.is_single_file:
         _, text, _ = split_single_file(files.dit)
         return load_text_encoder_from_single_file(text, bert_vocab=bert_vocab, device=device, dtype=dtype)
-    if files.text_encoder is None:
-        raise ModelFileError(
-            f"'{path}' holds only a DiT; the text encoders (BERT + mT5) come from an official ckpts/t2i folder, "
-            "a diffusers folder or an all-in-one .safetensors file"
-        )
+    require_whole_model(files, "the text encoders (BERT + mT5)")
     te = files.text_encoder
     return load_text_encoder_from_folders(te.bert, te.bert_tokenizer, te.mt5, te.mt5_tokenizer, device=device, dtype=dtype)
 
 
 def _is_vae_folder(path: Path) -> bool:
     cfg = path / "config.json"
-    if not cfg.is_file():
-        return False
-    try:
-        return json.loads(cfg.read_text()).get("_class_name") == "AutoencoderKL"
-    except (json.JSONDecodeError, OSError):
-        return False
+    return cfg.is_file() and read_json_object(cfg, "model config").get("_class_name") == "AutoencoderKL"
 
 
+@_reads_model("VAE")
 def load_vae(path: PathLike, device=None, dtype=None):
     """Load the SDXL VAE from a model (any layout), a VAE folder, or a VAE weights file (LDM or diffusers names)."""
     from .vae import load_vae_from_folder, load_vae_from_ldm_state_dict

@@ -15,7 +15,7 @@ from .dit import HunyuanDiT
 from .errors import InputError
 from .images import pil_to_tensor as image_tensor
 from .images import tensor_to_pil
-from .layouts import find_model_files
+from .layouts import find_model_files, require_whole_model
 from .loaders import build_dit, load_dit, load_text_encoder, load_vae, split_single_file
 from .sampling import Progress, sample
 from .text_encoder import DEFAULT_NEGATIVE_PROMPT, BilingualTextEncoder, TextEmbeddings
@@ -153,12 +153,7 @@ def load_pipeline(
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     files = find_model_files(path, variant)
-    if files.layout == "dit-only":
-        raise InputError(
-            f"'{path}' is a DiT-only file: a full pipeline also needs the text encoders and VAE. Point to an "
-            "official ckpts folder, a diffusers folder or an all-in-one file, or build the parts with "
-            "load_dit / load_text_encoder / load_vae"
-        )
+    require_whole_model(files, "a pipeline's text encoders and VAE")
     if files.is_single_file:
         dit_sd, text_sd, vae_sd = split_single_file(Path(files.dit))
         dit = build_dit(dit_sd, device, dtype, where=f"'{files.dit}'")

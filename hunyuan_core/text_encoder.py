@@ -17,8 +17,10 @@ import os
 import re
 import tempfile
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -26,7 +28,7 @@ from torch import nn
 
 from .devices import resolve_device, resolve_dtype
 from .errors import InputError, ModelFileError
-from .files import StateDict, read_folder_state_dict
+from .files import StateDict, confined, offline, read_folder_state_dict, read_json_object, reading, tensor_shape
 from .materialise import build_with_weights
 
 # hydit/constants.py NEGATIVE_PROMPT: used by the official pipeline whenever no negative prompt is given.
@@ -53,6 +55,7 @@ _BERT_TOKENIZER_CONFIG = {
     "cls_token": "[CLS]",
     "mask_token": "[MASK]",
 }
+_BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")  # a WordPiece vocabulary without them cannot tokenize
 # mT5's sentencepiece conventions (pad 0, eos 1, unk 2, no sentinel tokens), used for the embedded spiece model.
 _MT5_TOKENIZER_CONFIG = {
     "tokenizer_class": "T5Tokenizer",
@@ -226,10 +229,24 @@ def _read_config(folder: Path, what: str) -> dict:
     path = folder / "config.json"
     if not path.is_file():
         raise ModelFileError(f"{what}: '{folder}' has no config.json")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ModelFileError(f"{what}: '{path}' is not valid JSON ({exc})") from None
+    return read_json_object(path, what)
+
+
+@contextmanager
+def _library_reads(what: str, path: str | os.PathLike) -> Iterator[None]:
+    """transformers reading model files from ``path``: with the hub off, and any failure a ModelFileError.
+
+    transformers, tokenizers and sentencepiece fail on a corrupt or hostile file with assorted exception
+    types (protobuf errors, tokenizers' bare Exception, strict-dataclass errors for a config value of the
+    wrong type); at this boundary each of them means the file is bad, so each is reported as such.
+    """
+    with offline():
+        try:
+            yield
+        except ModelFileError:
+            raise
+        except Exception as exc:  # noqa: BLE001 (see above)
+            raise ModelFileError(f"{what}: '{path}' could not be read ({type(exc).__name__}: {exc})") from None
 
 
 def _config_kwargs(cfg: dict) -> dict:
@@ -286,21 +303,60 @@ def _t5_config_from_json(cfg: dict):
     return cls(**{**_config_kwargs(cfg), "is_encoder_decoder": False, "use_cache": False})
 
 
+def _check_bert_vocab(vocab: Path, what: str) -> None:
+    with reading(vocab, what):
+        tokens = {line.strip() for line in vocab.read_text(encoding="utf-8", errors="replace").splitlines()}
+    missing = [t for t in _BERT_SPECIAL_TOKENS if t not in tokens]
+    if missing:
+        found = "is empty" if not tokens - {""} else f"lacks {', '.join(missing)}"
+        raise ModelFileError(f"{what}: '{vocab}' {found}; expected a BERT vocab.txt, one token per line, with "
+                             f"{', '.join(_BERT_SPECIAL_TOKENS)}")
+
+
+def _check_spiece(data: bytes, where: str) -> None:
+    import sentencepiece
+
+    try:
+        pieces = sentencepiece.SentencePieceProcessor(model_proto=data).GetPieceSize()
+    except RuntimeError:
+        pieces = 0
+    if not pieces:
+        raise ModelFileError(f"{where} is not a sentencepiece model ({len(data):,} bytes that do not parse as one); "
+                             "expected the spiece.model of mT5")
+
+
+def _tokenizer_from_folder(cls, folder: Path, what: str):
+    """``cls.from_pretrained`` on a local folder, given as an absolute path (never readable as a repo id),
+    after checking that tokenizer_config.json is an object whose ``*_file`` entries stay inside the folder
+    (transformers 4.x lets them override the folder's own files)."""
+    cfg_path = folder / "tokenizer_config.json"
+    if cfg_path.is_file():
+        for key, value in read_json_object(cfg_path, what).items():
+            if key.endswith("_file") and value is not None:
+                confined(folder, value, f"{what}: '{cfg_path}' entry '{key}'")
+    with _library_reads(what, folder):
+        return cls.from_pretrained(str(folder.absolute()), local_files_only=True)
+
+
 def load_bert_tokenizer(path: str | os.PathLike):
     """BERT tokenizer from a tokenizer folder, or from a bare ``vocab.txt`` with the official settings."""
     from transformers import BertTokenizerFast
 
     path = Path(path)
+    what = "BERT tokenizer"
     if path.is_dir():
-        if not (path / "vocab.txt").is_file() and not (path / "tokenizer.json").is_file():
+        if (path / "vocab.txt").is_file():
+            _check_bert_vocab(path / "vocab.txt", what)
+        elif not (path / "tokenizer.json").is_file():
             raise ModelFileError(f"BERT tokenizer folder '{path}' has neither vocab.txt nor tokenizer.json")
-        return BertTokenizerFast.from_pretrained(str(path), local_files_only=True)
+        return _tokenizer_from_folder(BertTokenizerFast, path, what)
     if not path.is_file():
         raise ModelFileError(f"BERT vocabulary not found: '{path}' does not exist (expected vocab.txt or a tokenizer folder)")
+    _check_bert_vocab(path, what)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "vocab.txt").write_bytes(path.read_bytes())
         (Path(tmp) / "tokenizer_config.json").write_text(json.dumps(_BERT_TOKENIZER_CONFIG), encoding="utf-8")
-        return BertTokenizerFast.from_pretrained(tmp, local_files_only=True)
+        return _tokenizer_from_folder(BertTokenizerFast, Path(tmp), what)
 
 
 def load_mt5_tokenizer(path: str | os.PathLike):
@@ -311,9 +367,12 @@ def load_mt5_tokenizer(path: str | os.PathLike):
     spiece = path / "spiece.model"
     if not spiece.is_file() and not (path / "tokenizer.json").is_file():
         raise ModelFileError(f"mT5 tokenizer folder '{path}' has neither spiece.model nor tokenizer.json")
-    tokenizer = T5TokenizerFast.from_pretrained(str(path), local_files_only=True)
-    # kept so the model can be written as an all-in-one file, which embeds this proto
-    tokenizer.spiece_model_proto = spiece.read_bytes() if spiece.is_file() else None
+    with reading(spiece, "mT5 tokenizer"):
+        proto = spiece.read_bytes() if spiece.is_file() else None
+    if proto is not None:
+        _check_spiece(proto, f"mT5 tokenizer: '{spiece}'")
+    tokenizer = _tokenizer_from_folder(T5TokenizerFast, path, "mT5 tokenizer")
+    tokenizer.spiece_model_proto = proto  # kept so the model can be written as an all-in-one file, which embeds it
     return tokenizer
 
 
@@ -345,13 +404,15 @@ def load_text_encoder_from_folders(
     mt5_tok = load_mt5_tokenizer(mt5_tokenizer_dir)
 
     what = f"BERT text encoder '{bert_dir}'"
-    bert_cfg = BertConfig(**_config_kwargs(_read_config(bert_dir, what)))
+    with _library_reads(what, bert_dir / "config.json"):
+        bert_cfg = BertConfig(**_config_kwargs(_read_config(bert_dir, what)))
     bert_sd = _bert_weights(read_folder_state_dict(bert_dir, what, _is_bert_key))
     bert = _build(_new_bert(bert_cfg), bert_sd, device, dtype, what)
     del bert_sd
 
     what = f"mT5 text encoder '{mt5_dir}'"
-    t5_cfg = _t5_config_from_json(_read_config(mt5_dir, what))
+    with _library_reads(what, mt5_dir / "config.json"):
+        t5_cfg = _t5_config_from_json(_read_config(mt5_dir, what))
     t5_sd = _mt5_weights(read_folder_state_dict(mt5_dir, what, _is_mt5_encoder_key))
     mt5 = _build(_new_t5_encoder(t5_cfg), t5_sd, device, dtype, what)
     return BilingualTextEncoder(bert, bert_tok, mt5, mt5_tok)
@@ -378,15 +439,16 @@ def bert_config_from_weights(sd: Mapping[str, torch.Tensor]):
     (gelu, layer-norm eps 1e-12), which are those of chinese-roberta-wwm-ext-large."""
     from transformers import BertConfig
 
-    vocab, hidden = sd["embeddings.word_embeddings.weight"].shape
+    shape = partial(tensor_shape, sd, where="BERT text encoder weights")  # (key, ndim) -> checked shape
+    vocab, hidden = shape("embeddings.word_embeddings.weight", 2)
     return BertConfig(
         vocab_size=vocab,
         hidden_size=hidden,
         num_hidden_layers=_layer_count(sd, r"encoder\.layer\.(\d+)\."),
         num_attention_heads=bert_heads_for(hidden),
-        intermediate_size=sd["encoder.layer.0.intermediate.dense.weight"].shape[0],
-        max_position_embeddings=sd["embeddings.position_embeddings.weight"].shape[0],
-        type_vocab_size=sd["embeddings.token_type_embeddings.weight"].shape[0],
+        intermediate_size=shape("encoder.layer.0.intermediate.dense.weight", 2)[0],
+        max_position_embeddings=shape("embeddings.position_embeddings.weight", 2)[0],
+        type_vocab_size=shape("embeddings.token_type_embeddings.weight", 2)[0],
     )
 
 
@@ -395,15 +457,16 @@ def t5_config_from_weights(sd: Mapping[str, torch.Tensor]):
     bias, gated-GELU (mT5) when ``wi_0`` exists."""
     from transformers import T5Config
 
-    vocab, d_model = sd["shared.weight"].shape
+    shape = partial(tensor_shape, sd, where="mT5 text encoder weights")  # (key, ndim) -> checked shape
+    vocab, d_model = shape("shared.weight", 2)
     attn = "encoder.block.0.layer.0.SelfAttention."
-    buckets, heads = sd[attn + "relative_attention_bias.weight"].shape
+    buckets, heads = shape(attn + "relative_attention_bias.weight", 2)
     gated = "encoder.block.0.layer.1.DenseReluDense.wi_0.weight" in sd
-    d_ff = sd["encoder.block.0.layer.1.DenseReluDense." + ("wi_0" if gated else "wi") + ".weight"].shape[0]
+    d_ff = shape("encoder.block.0.layer.1.DenseReluDense." + ("wi_0" if gated else "wi") + ".weight", 2)[0]
     return T5Config(
         vocab_size=vocab,
         d_model=d_model,
-        d_kv=sd[attn + "q.weight"].shape[0] // heads,
+        d_kv=shape(attn + "q.weight", 2)[0] // heads,
         d_ff=d_ff,
         num_layers=_layer_count(sd, r"encoder\.block\.(\d+)\."),
         num_heads=heads,
@@ -450,7 +513,13 @@ def load_text_encoder_from_single_file(
             "comfy/text_encoders/hydit_clip_tokenizer)"
         )
     bert_tok = load_bert_tokenizer(bert_vocab)
-    mt5_tok = _mt5_tokenizer_from_bytes(sd[SINGLE_FILE_SPIECE_KEY].cpu().numpy().tobytes())
+    spiece = sd[SINGLE_FILE_SPIECE_KEY]
+    if spiece.dtype != torch.uint8 or spiece.ndim != 1:
+        raise ModelFileError(f"all-in-one checkpoint: '{SINGLE_FILE_SPIECE_KEY}' is a {spiece.dtype} tensor of shape "
+                             f"{list(spiece.shape)}; expected the bytes of mT5's spiece.model as a 1-D uint8 tensor")
+    spiece_bytes = spiece.cpu().numpy().tobytes()
+    _check_spiece(spiece_bytes, f"all-in-one checkpoint: the tensor '{SINGLE_FILE_SPIECE_KEY}'")
+    mt5_tok = _mt5_tokenizer_from_bytes(spiece_bytes)
     bert = _build(_new_bert(bert_config_from_weights(bert_sd)), bert_sd, device, dtype, "all-in-one BERT text encoder")
     mt5 = _build(_new_t5_encoder(t5_config_from_weights(t5_sd)), t5_sd, device, dtype, "all-in-one mT5 text encoder")
     return BilingualTextEncoder(bert, bert_tok, mt5, mt5_tok)

@@ -9,7 +9,6 @@ by diffusers' own converter with a configuration inferred from the weights.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -20,7 +19,7 @@ import torch
 
 from .devices import resolve_device, resolve_dtype
 from .errors import InputError, ModelFileError
-from .files import read_folder_state_dict
+from .files import offline, read_folder_state_dict, read_json_object, tensor_shape
 from .materialise import build_with_weights
 
 SDXL_SCALING_FACTOR = 0.13025
@@ -32,10 +31,12 @@ _OLD_ATTENTION_NAMES = ((".query.", ".to_q."), (".key.", ".to_k."), (".value.", 
 
 
 def _assemble(config: dict, sd: Mapping[str, torch.Tensor], device: torch.device, dtype: torch.dtype, what: str):
-    """``AutoencoderKL(config)`` with ``sd`` assigned once in dtype/device."""
+    """``AutoencoderKL(config)`` with ``sd`` assigned once in dtype/device; ``config`` is a dict (never a name
+    diffusers could look up on the hub) and the hub is off while diffusers runs."""
     from diffusers import AutoencoderKL
 
-    return build_with_weights(lambda: AutoencoderKL.from_config(config), sd, device, dtype, what)
+    with offline():
+        return build_with_weights(lambda: AutoencoderKL.from_config(dict(config)), sd, device, dtype, what)
 
 
 def load_vae_from_folder(folder: str | os.PathLike, device: torch.device | str | None = None,
@@ -50,10 +51,7 @@ def load_vae_from_folder(folder: str | os.PathLike, device: torch.device | str |
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
         raise ModelFileError(f"{what} has no config.json")
-    try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ModelFileError(f"{what}: config.json is not valid JSON ({exc})") from None
+    config = read_json_object(cfg_path, what)
     sd = read_folder_state_dict(folder, what)
     for old, new in _OLD_ATTENTION_NAMES:
         sd = {k.replace(old, new): v for k, v in sd.items()}
@@ -63,16 +61,17 @@ def load_vae_from_folder(folder: str | os.PathLike, device: torch.device | str |
 def vae_config_from_ldm(sd: Mapping[str, torch.Tensor]) -> dict:
     """AutoencoderKL config read off LDM-named VAE weights; what weights cannot tell is SDXL's value
     (scaling factor 0.13025, sample size 1024, 32 GroupNorm groups)."""
+    what = "LDM VAE weights"
     levels = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"encoder\.down\.(\d+)\.", k)))
     layers = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"encoder\.down\.0\.block\.(\d+)\.", k)))
     config = {
-        "in_channels": sd["encoder.conv_in.weight"].shape[1],
-        "out_channels": sd["decoder.conv_out.weight"].shape[0],
+        "in_channels": tensor_shape(sd, "encoder.conv_in.weight", 4, what)[1],
+        "out_channels": tensor_shape(sd, "decoder.conv_out.weight", 4, what)[0],
         "down_block_types": ["DownEncoderBlock2D"] * levels,
         "up_block_types": ["UpDecoderBlock2D"] * levels,
-        "block_out_channels": [sd[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] for i in range(levels)],
+        "block_out_channels": [tensor_shape(sd, f"encoder.down.{i}.block.0.conv1.weight", 4, what)[0] for i in range(levels)],
         "layers_per_block": layers,
-        "latent_channels": sd["decoder.conv_in.weight"].shape[1],
+        "latent_channels": tensor_shape(sd, "decoder.conv_in.weight", 4, what)[1],
         "norm_num_groups": LDM_NORM_GROUPS,
         "sample_size": SDXL_SAMPLE_SIZE,
         "scaling_factor": SDXL_SCALING_FACTOR,
@@ -97,7 +96,11 @@ def load_vae_from_ldm_state_dict(sd: Mapping[str, torch.Tensor], device: torch.d
                 f"{what}: expected LDM key '{probe}'; found {len(sd)} tensors such as {', '.join(list(sd)[:4]) or 'none'}"
             )
     config = vae_config_from_ldm(sd)
-    return _assemble(config, convert_ldm_vae_checkpoint(dict(sd), config), device, dtype, what)
+    try:
+        converted = convert_ldm_vae_checkpoint(dict(sd), config)
+    except KeyError as exc:
+        raise ModelFileError(f"{what}: incomplete VAE: expected a tensor {exc} that the file lacks") from None
+    return _assemble(config, converted, device, dtype, what)
 
 
 def _scale(vae) -> tuple[float, float]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from hunyuan_core import kinds
 from hunyuan_core.errors import InputError, ModelFileError
 from hunyuan_core.files import read_state_dict
 from hunyuan_core.loaders import load_dit, load_text_encoder, load_vae
@@ -85,13 +86,24 @@ def bert_vocab_for(weights: str) -> str | None:
     return host.comfy_bert_vocab()
 
 
+def _read_encoder_file(path: str, kind: str, widget: str) -> dict[str, torch.Tensor]:
+    """The weights of one text encoder file, refused (after any truncation error) unless they are ``kind``."""
+    sd = read_state_dict(path, ("state_dict", "model"), widget)
+    found = kinds.describe_weights(sd)
+    if found != kind:
+        raise ModelFileError(f"{widget}: '{path}' is {found or 'no model this pack knows'}; expected {kind}")
+    return sd
+
+
 def load_text_encoder_from_files(bert_path: str, mt5_path: str, device, dtype):
     """BERT and mT5 from two weight files (e.g. the official clip_text_encoder/pytorch_model.bin and
     mt5/pytorch_model.bin copied into text_encoders/), read through the core's all-in-one loader.
 
     mT5's tokenizer is the ``spiece.model`` beside the mT5 file; BERT's vocabulary follows
-    :func:`bert_vocab_for`.
+    :func:`bert_vocab_for`. A file of another kind (swapped files, a VAE) is named for what it is.
     """
+    bert = _read_encoder_file(bert_path, kinds.BERT, "bert_file")
+    mt5 = _read_encoder_file(mt5_path, kinds.T5, "mt5_file")
     spiece = Path(mt5_path).parent / "spiece.model"
     if not spiece.is_file():
         raise ModelFileError(
@@ -104,8 +116,6 @@ def load_text_encoder_from_files(bert_path: str, mt5_path: str, device, dtype):
             f"BERT vocabulary not found: expected '{Path(bert_path).parent / BERT_TOKENIZER_FOLDER}/vocab.txt' "
             "or a vocab.txt beside the BERT weights (outside ComfyUI nothing else provides one)"
         )
-    bert = read_state_dict(bert_path, ("state_dict", "model"), "BERT text encoder")
-    mt5 = read_state_dict(mt5_path, ("state_dict", "model"), "mT5 text encoder")
     combined = {SINGLE_FILE_BERT_PREFIX + k: v for k, v in bert.items()}
     combined.update({SINGLE_FILE_MT5_PREFIX + k: v for k, v in mt5.items()})
     combined[SINGLE_FILE_SPIECE_KEY] = torch.frombuffer(bytearray(spiece.read_bytes()), dtype=torch.uint8)

@@ -122,7 +122,7 @@ def test_unknown_sampler(pipe):
 def test_dit_only_file_is_not_a_pipeline(tiny_official, tmp_path):
     dit = hy.load_dit(tiny_official, device="cpu")
     save_file(dit.state_dict(), tmp_path / "dit.safetensors")
-    with pytest.raises(hy.InputError, match="DiT-only"):
+    with pytest.raises(hy.ModelFileError, match="is a DiT-only file; a pipeline's text encoders and VAE come from"):
         hy.load_pipeline(tmp_path / "dit.safetensors")
 
 

@@ -33,6 +33,7 @@ from nodes.loaders import (
     HunyuanDiTModelLoader,
     HunyuanDiTTextEncoderLoader,
     HunyuanDiTVAELoader,
+    load_text_encoder_from_files,
 )
 from nodes.sampling import CUSTOM, HunyuanDiTSampler
 
@@ -435,13 +436,22 @@ def test_wrong_kind_of_file_says_what_it_is_and_what_was_expected(models_env):
     assert "Hunyuan-DiT" in message and "VAE" in message, message
 
 
-def test_text_encoder_files_swapped_or_incomplete_say_what_is_missing(models_env):
-    with pytest.raises(ModelFileError, match="BERT vocabulary not found"):
+def test_text_encoder_files_swapped_or_incomplete_say_what_is_missing(models_env, tmp_path):
+    with pytest.raises(ModelFileError, match="bert_file: .* is a T5 / mT5 text encoder; expected a BERT text encoder"):
         call_node(HunyuanDiTTextEncoderLoader, source=SEPARATE_FILES, dtype="auto", policy="keep on GPU",
                   bert_file=MT5_FILE, mt5_file=MT5_FILE)
-    with pytest.raises(ModelFileError, match="mT5 tokenizer not found"):
+    with pytest.raises(ModelFileError, match="mt5_file: .* is a BERT text encoder; expected a T5 / mT5"):
         call_node(HunyuanDiTTextEncoderLoader, source=SEPARATE_FILES, dtype="auto", policy="keep on GPU",
                   bert_file=BERT_FILE, mt5_file=BERT_FILE)
+    bert, mt5 = tmp_path / BERT_FILE, tmp_path / MT5_FILE  # the weights without the tokenizer files beside them
+    for copy, name in ((bert, BERT_FILE), (mt5, MT5_FILE)):
+        copy.parent.mkdir()
+        copy.write_bytes((models_env.models / "text_encoders" / name).read_bytes())
+    with pytest.raises(ModelFileError, match="mT5 tokenizer not found"):
+        load_text_encoder_from_files(str(bert), str(mt5), "cpu", torch.float32)
+    (mt5.parent / "spiece.model").write_bytes((models_env.models / "text_encoders" / MT5_FILE).with_name("spiece.model").read_bytes())
+    with pytest.raises(ModelFileError, match="BERT vocabulary not found"):
+        load_text_encoder_from_files(str(bert), str(mt5), "cpu", torch.float32)
 
 
 def test_out_of_range_widgets_are_rejected_before_anything_runs(loaded):
