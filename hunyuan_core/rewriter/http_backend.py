@@ -45,8 +45,13 @@ class ServerUnreachable(BackendError):
 
 def chat_completions_url(endpoint: str) -> str:
     """The ``…/chat/completions`` URL for a server address (``http://host:port``, ``…/v1`` or the full URL)."""
-    parsed = urllib.parse.urlparse(endpoint.strip())
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+    try:
+        parsed = urllib.parse.urlparse(endpoint.strip())
+        valid = parsed.port is None or parsed.port > 0  # .port raises for a port that is not a number
+    except ValueError:  # also an unclosed [IPv6 address
+        valid = False
+    if not valid or parsed.scheme not in ("http", "https") or not parsed.hostname \
+            or not all(c.isprintable() and not c.isspace() for c in endpoint.strip()):
         raise InputError(f"rewriter endpoint '{redact(endpoint, url_secrets(endpoint))}': expected an http(s) URL "
                          "such as http://127.0.0.1:8080/v1")
     path = parsed.path.rstrip("/")
@@ -214,9 +219,14 @@ class HttpBackend:
     def __repr__(self) -> str:
         return f"HttpBackend({self.where!r}, model={self.model!r}, timeout={self.timeout:g})"
 
+    def _text(self, text: str) -> str:
+        """A server's text as this backend hands it out: credentials redacted, and lone surrogates (JSON may
+        escape them, UTF-8 cannot carry them: a session file or terminal would fail on them) replaced."""
+        return redact(text, self._secrets).encode("utf-8", "replace").decode("utf-8")
+
     def _error(self, kind: type[BackendError], message: str) -> BackendError:
-        """Every error this backend raises is built here: with the credentials redacted."""
-        return kind(redact(message, self._secrets))
+        """Every error this backend raises is built here, its message through :meth:`_text`."""
+        return kind(self._text(message))
 
     def parse(self, reply: str) -> ParsedReply:
         return parse_chat(reply)
@@ -242,8 +252,11 @@ class HttpBackend:
             except BackendError as exc:  # a refused redirect
                 failure = exc
             except urllib.error.HTTPError as exc:
-                detail = exc.read(2000).decode("utf-8", "replace").strip()
-                failure = BackendError(f"rewriter server {where} answered HTTP {exc.code} {exc.reason}: {detail[:500]}")
+                detail = b""
+                with contextlib.suppress(OSError, http.client.HTTPException):  # an error page cut short
+                    detail = exc.read(2000)
+                failure = BackendError(f"rewriter server {where} answered HTTP {exc.code} {exc.reason}: "
+                                       f"{detail.decode('utf-8', 'replace').strip()[:500]}")
             except (TimeoutError, socket.timeout):
                 failure = ServerUnreachable(late)
             except urllib.error.URLError as exc:
@@ -304,7 +317,7 @@ class HttpBackend:
         if not isinstance(content, str):
             raise self._error(BackendError, f"rewriter server {self.where} sent a non-text message content: "
                                             f"{content!r:.200}")
-        return redact(content, self._secrets).strip()
+        return self._text(content).strip()
 
     def unload(self) -> None:
         """Nothing to free here: the server owns its model."""

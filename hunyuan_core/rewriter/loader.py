@@ -65,7 +65,7 @@ def load_rewriter(
     """
     text = str(path)
     prompt = system_prompt or SYSTEM_PROMPT
-    if text.startswith(("http://", "https://")):
+    if "://" in text:  # a server address (only http and https are accepted)
         backend = HttpBackend(text, model=model, timeout=timeout, api_key=api_key, system_prompt=prompt,
                               allow_insecure_http=allow_insecure_http)
     else:

@@ -13,6 +13,7 @@ import urllib.parse
 from collections.abc import Iterable
 
 REDACTED = "***"
+MIN_SECRET = 4  # characters
 
 # Query parameters that carry credentials (?key=, ?api_key=, ?access_token=, ?sig=, ...).
 _SECRET_PARAM = re.compile(r"key|token|secret|passw|auth|sig", re.IGNORECASE)
@@ -29,12 +30,13 @@ _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud
 
 def url_secrets(url: str) -> set[str]:
     """The credentials written into ``url``: userinfo and credential-like query values, as written and decoded."""
-    parts = urllib.parse.urlsplit(url)
+    rest = url.split("://", 1)[-1]  # split by hand: urlsplit refuses some malformed URLs that must be shown
+    authority, query = re.split(r"[/?#]", rest, maxsplit=1)[0], rest.partition("?")[2].partition("#")[0]
     found = []
-    if "@" in parts.netloc:
-        user, _, password = parts.netloc.rpartition("@")[0].partition(":")
+    if "@" in authority:
+        user, _, password = authority.rpartition("@")[0].partition(":")
         found.append(password or user)  # https://user:KEY@host, or https://KEY@host
-    for pair in parts.query.split("&"):
+    for pair in query.split("&"):
         name, _, value = pair.partition("=")
         if _SECRET_PARAM.search(urllib.parse.unquote_plus(name)):
             found.append(value)
@@ -43,8 +45,12 @@ def url_secrets(url: str) -> set[str]:
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every occurrence of each non-empty secret replaced by ``***``."""
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+    """``text`` with every occurrence of each secret replaced by ``***``.
+
+    Values shorter than :data:`MIN_SECRET` are left alone: they guard nothing (a query's ``?sig=1``) and
+    replacing them would garble every number and word that holds them.
+    """
+    for secret in sorted({s for s in secrets if len(s) >= MIN_SECRET}, key=len, reverse=True):
         text = text.replace(secret, REDACTED)
     return text
 
