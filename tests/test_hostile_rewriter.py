@@ -254,6 +254,13 @@ def test_timeouts_that_are_not_a_duration_are_refused(timeout):
         load_rewriter("http://127.0.0.1:9/v1", model="m", timeout=timeout)
 
 
+@pytest.mark.parametrize("setting", [{"temperature": math.nan}, {"temperature": math.inf}, {"temperature": "0.5"},
+                                     {"max_new_tokens": 2.5}, {"max_new_tokens": "64"}, {"max_new_tokens": 0}])
+def test_sampling_settings_that_are_not_numbers_are_refused(setting):
+    with pytest.raises(InputError, match=next(iter(setting))):
+        load_rewriter("http://127.0.0.1:9/v1", model="m", **setting)
+
+
 # --------------------------------------------------------------------------- 4. terminal controls
 HOSTILE = "<画图>\x1b]0;evil\x07a cat\x1b[2J\rFAKE\x9b31m in \u202eink\x1b(B\x00\x08\ud800"
 
@@ -299,11 +306,13 @@ def drawing_server():
         yield load_rewriter(f"{base(named)}/v1", model="m", timeout=5)
 
 
-@pytest.mark.parametrize("argument", ["²", "١٢", "-1", "4294967296", pytest.param("9" * 5000, id="5000-digits"), "", "1.5", "abc"])
+@pytest.mark.parametrize("argument", ["²", "١٢", "-1", "4294967296", pytest.param("9" * 5000, id="5000-digits"), "",
+                                      "1.5", "abc"])
 def test_a_bad_seed_is_a_message_and_the_loop_goes_on(drawing_server, tmp_path, argument):
     out = io.StringIO()
     pipe = FakePipe()
-    chat(pipe, drawing_server, _chat_args(tmp_path, "--seed", "5"), io.StringIO(f"/seed {argument}\n画一只猫\n"), out)
+    lines = io.StringIO(f"/seed {argument}\n画一只猫\n")
+    chat(pipe, drawing_server, _chat_args(tmp_path, "--seed", "5"), lines, out)
     assert "error: /seed" in out.getvalue() and "expected a whole number from 0 to 4294967295" in out.getvalue()
     assert len(out.getvalue()) < 2000 and pipe.calls[0][1]["seed"] == 5
 

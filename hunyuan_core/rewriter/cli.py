@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
         rewriter = load_rewriter(
             rewriter_path, device=args.device, dtype=args.dtype, model=args.rewriter_model, quantize=args.quantize,
             keep_loaded=args.keep_loaded, timeout=args.timeout, temperature=args.temperature, seed=args.llm_seed,
-            allow_insecure_http=args.allow_insecure_http, count_tokens=tokenizer_counter(pipe.text_encoder.mt5_tokenizer),
+            allow_insecure_http=args.allow_insecure_http,
+            count_tokens=tokenizer_counter(pipe.text_encoder.mt5_tokenizer),
         )
         return chat(pipe, rewriter, args, sys.stdin, sys.stdout)  # tiny weights may be memory-mapped from tmp
 

@@ -14,7 +14,6 @@ import contextlib
 import http.client
 import ipaddress
 import json
-import math
 import os
 import socket
 import threading
@@ -190,15 +189,15 @@ class HttpBackend:
             raise InputError(f"rewriter timeout {timeout!r}: expected a number of seconds in (0, {MAX_TIMEOUT:g}]")
         self.timeout = float(timeout)
         self._authorization = self._credentials(parts, api_key or os.environ.get(API_KEY_ENV))
-        if (self._authorization or self._secrets) and parts.scheme == "http" and not _is_loopback(parts.hostname or "") \
-                and not allow_insecure_http:
+        local = _is_loopback(parts.hostname or "")
+        if (self._authorization or self._secrets) and parts.scheme == "http" and not local and not allow_insecure_http:
             raise InputError(
                 f"rewriter endpoint {self.where}: refusing to send the API key in clear text (http://) to another "
                 "machine; use https://, or allow it on a trusted network (allow_insecure_http=True, "
                 "chat --allow-insecure-http)")
         self.system_prompt = system_prompt
         # A server on this machine is reached directly, never through the user's HTTP proxy.
-        self._proxies = urllib.request.ProxyHandler({} if _is_loopback(parts.hostname or "") else None)
+        self._proxies = urllib.request.ProxyHandler({} if local else None)
         self.model = model or self._first_listed_model()
 
     def _credentials(self, parts: urllib.parse.SplitResult, api_key: str | None) -> str | None:
@@ -239,7 +238,8 @@ class HttpBackend:
 
     def _request(self, url: str, body: dict | None) -> dict:
         data = None if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
-        request = urllib.request.Request(url, data=data, headers=self._headers(), method="GET" if body is None else "POST")
+        request = urllib.request.Request(url, data=data, headers=self._headers(),
+                                         method="GET" if body is None else "POST")
         where = redact(url, self._secrets)
         late = f"rewriter server {where} did not answer within {self.timeout:g} s"
         failure: BackendError | None = None
@@ -263,9 +263,11 @@ class HttpBackend:
                 if isinstance(exc.reason, (TimeoutError, socket.timeout)):
                     failure = ServerUnreachable(late)
                 else:
-                    failure = ServerUnreachable(f"rewriter server {where} is unreachable ({exc.reason}); is it running?")
+                    failure = ServerUnreachable(f"rewriter server {where} is unreachable ({exc.reason}); "
+                                                "is it running?")
             except http.client.HTTPException as exc:
-                failure = BackendError(f"rewriter server {where} sent a malformed HTTP reply ({type(exc).__name__}: {exc})")
+                failure = BackendError(f"rewriter server {where} sent a malformed HTTP reply "
+                                       f"({type(exc).__name__}: {exc})")
             except OSError as exc:  # connection reset or closed mid-reply
                 failure = ServerUnreachable(f"rewriter server {where}: connection failed ({exc})")
         if deadline.expired:  # whatever the shut connection looked like to the reader
@@ -279,7 +281,8 @@ class HttpBackend:
             return json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             snippet = raw[:200].decode("utf-8", "replace")
-            raise self._error(BackendError, f"rewriter server {where} sent a reply that is not JSON: {snippet!r}") from None
+            raise self._error(BackendError,
+                              f"rewriter server {where} sent a reply that is not JSON: {snippet!r}") from None
 
     def _first_listed_model(self) -> str | None:
         """The first model the server lists (``GET …/models``); None when it lists none or has no such route
