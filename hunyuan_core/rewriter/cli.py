@@ -8,6 +8,7 @@ description. The session is saved after every turn, so the same ``--session`` co
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 from collections.abc import Callable
@@ -15,10 +16,13 @@ from pathlib import Path
 from typing import TextIO
 
 from ..errors import HunyuanError, InputError
+from ..images import open_image
+from ..outputs import check_writable_dir, save_new
 from .instructions import Instruction, InstructionStore
 from .limits import tokenizer_counter
 from .rewriter import Rewriter
-from .session import Session, SessionStore
+from .sanitize import terminal_text
+from .session import MAX_SEED, Session, SessionStore
 
 HELP = """commands: /undo (drop the last turn)  /reset (start over)  /history  /seed N
           /instructions  /use NAME (apply a saved instruction; /use none to stop)  /quit"""
@@ -50,7 +54,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--llm-seed", type=int, default=None, help="seed for the rewriter's sampling (repeatable answers)")
     p.add_argument("--quantize", default=None, choices=["4bit", "8bit"], help="load a local LLM with bitsandbytes")
     p.add_argument("--keep-loaded", action="store_true", help="keep the LLM on the GPU between turns")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for a rewriter server")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds a rewriter server may take per request")
+    p.add_argument("--allow-insecure-http", action="store_true",
+                   help="send the API key ($HUNYUAN_REWRITER_API_KEY) over plain http:// to another machine "
+                        "(only on a network you trust; https:// and this machine's servers need no flag)")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None, choices=["auto", "fp16", "bf16", "fp32"])
     p.set_defaults(func=run)
@@ -64,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from .loader import load_rewriter
     from .tiny import make_tiny_dialoggen
 
+    check_writable_dir(args.out)  # before any model loads: a long session must be able to save its pictures
     with tempfile.TemporaryDirectory(prefix="hunyuan-chat-") as tmp:
         model, rewriter_path = args.model, args.rewriter
         if model == "tiny":
@@ -77,15 +85,22 @@ def run(args: argparse.Namespace) -> int:
         rewriter = load_rewriter(
             rewriter_path, device=args.device, dtype=args.dtype, model=args.rewriter_model, quantize=args.quantize,
             keep_loaded=args.keep_loaded, timeout=args.timeout, temperature=args.temperature, seed=args.llm_seed,
+            allow_insecure_http=args.allow_insecure_http,
             count_tokens=tokenizer_counter(pipe.text_encoder.mt5_tokenizer),
         )
         return chat(pipe, rewriter, args, sys.stdin, sys.stdout)  # tiny weights may be memory-mapped from tmp
 
 
+def _say(out: TextIO, text: str, end: str = "\n") -> None:
+    """Show ``text``: whatever the chat prints may hold a model's or a server's words, so terminal controls
+    (escape sequences, carriage returns, bidi overrides) are removed first."""
+    print(terminal_text(text), end=end, file=out, flush=True)
+
+
 def _open_session(store: SessionStore, args: argparse.Namespace, out: TextIO) -> Session:
     session = store.load(args.session, seed=args.seed)
     if session.turns:
-        print(f"continuing session '{session.name}' ({len(session.turns)} turns, seed {session.seed})", file=out)
+        _say(out, f"continuing session '{session.name}' ({len(session.turns)} turns, seed {session.seed})")
     if args.new_seed_each_turn:
         session.reuse_seed = False
     if args.img2img is not None:
@@ -95,35 +110,50 @@ def _open_session(store: SessionStore, args: argparse.Namespace, out: TextIO) ->
 
 
 def chat(pipe: Callable, rewriter: Rewriter, args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
-    """The conversation loop; ``pipe`` is a Hunyuan-DiT pipeline (any callable with its signature)."""
+    """The conversation loop; ``pipe`` is a Hunyuan-DiT pipeline (any callable with its signature).
+
+    A mistake in a line (a bad command argument, a server that went away, a request too long) is reported
+    and the loop goes on; it ends at ``/quit`` or the end of the input.
+    """
     store = SessionStore(args.session_dir)
     instructions = InstructionStore()
     session = _open_session(store, args, out)
     instruction: Instruction | None = instructions.get(args.instruction) if args.instruction else None
-    args.out.mkdir(parents=True, exist_ok=True)
-    print(f"rewriter: {rewriter.name}\n{HELP}", file=out)
+    check_writable_dir(args.out)
+    if hasattr(stdin, "reconfigure"):  # a terminal in another encoding: show the odd byte, do not stop
+        stdin.reconfigure(errors="replace")
+    _say(out, f"rewriter: {rewriter.name}\n{HELP}")
     while True:
-        print("> ", end="", file=out, flush=True)
+        _say(out, "> ", end="")
         line = stdin.readline()
         if not line:
             break
-        line = line.strip()
+        line = terminal_text(line).strip()  # arrow keys without line editing arrive as escape sequences
         if not line:
             continue
-        if line.startswith("/"):
-            command, _, argument = line.partition(" ")
-            if command in ("/quit", "/exit"):
-                break
-            instruction = _command(command, argument.strip(), session, instructions, instruction, out)
-            store.save(session)
-            continue
+        command, _, argument = line.partition(" ") if line.startswith("/") else ("", "", "")
+        if command in ("/quit", "/exit"):
+            break
         try:
-            _turn(pipe, rewriter, session, line, instruction, args, out, store.file_stem(session.name))
-        except HunyuanError as exc:  # a server that went away, a request too long: say so and go on
-            print(f"error: {exc}", file=out)
-        store.save(session)
+            if command:
+                instruction = _command(command, argument.strip(), session, instructions, instruction, out)
+            else:
+                _turn(pipe, rewriter, session, line, instruction, args, out, store.file_stem(session.name))
+        except HunyuanError as exc:
+            _say(out, f"error: {exc}")
+        try:
+            store.save(session)
+        except HunyuanError as exc:
+            _say(out, f"error: the session could not be saved: {exc}")
     rewriter.unload()
     return 0
+
+
+def _parse_seed(text: str) -> int:
+    """A seed typed after ``/seed``: ASCII digits in 0..MAX_SEED (``int`` would also take '²' or '١')."""
+    if not re.fullmatch(r"[0-9]{1,10}", text) or int(text) > MAX_SEED:
+        raise InputError(f"/seed {text[:24]!r}: expected a whole number from 0 to {MAX_SEED}, such as /seed 42")
+    return int(text)
 
 
 def _command(command: str, argument: str, session: Session, instructions: InstructionStore,
@@ -131,56 +161,51 @@ def _command(command: str, argument: str, session: Session, instructions: Instru
     """Run a slash command; returns the instruction in force afterwards."""
     if command == "/undo":
         dropped = session.undo()
-        print(f"dropped: {dropped.request}" if dropped else "nothing to undo", file=out)
+        _say(out, f"dropped: {dropped.request}" if dropped else "nothing to undo")
     elif command == "/reset":
         session.reset()
-        print(f"conversation cleared (seed {session.seed})", file=out)
+        _say(out, f"conversation cleared (seed {session.seed})")
     elif command == "/history":
         for i, turn in enumerate(session.turns, 1):
             shown = "(refused)" if turn.refused else turn.prompt
-            print(f"{i}. {turn.request}\n   → {shown}" + (f"\n   [{turn.image}]" if turn.image else ""), file=out)
-    elif command == "/seed" and argument.isdigit():
-        session.seed = int(argument)
-        session.validate()
-        print(f"seed {session.seed} from the next turn", file=out)
+            _say(out, f"{i}. {turn.request}\n   → {shown}" + (f"\n   [{turn.image}]" if turn.image else ""))
+    elif command == "/seed":
+        session.seed = _parse_seed(argument)
+        _say(out, f"seed {session.seed} from the next turn")
     elif command == "/instructions":
         for item in instructions.list():
-            print(f"{item.name}: {item.template} ({item.position} rewriting)", file=out)
+            _say(out, f"{item.name}: {item.template} ({item.position} rewriting)")
     elif command == "/use":
         if argument.lower() in ("", "none"):
             return None
-        try:
-            return instructions.get(argument)
-        except InputError as exc:
-            print(exc, file=out)
+        return instructions.get(argument)
     else:
-        print(HELP, file=out)
+        _say(out, f"unknown command {command}\n{HELP}")
     return instruction
 
 
 def _turn(pipe: Callable, rewriter: Rewriter, session: Session, text: str, instruction: Instruction | None,
           args: argparse.Namespace, out: TextIO, stem: str) -> None:
-    """Rewrite one request and, when it is a drawing request, draw and save the picture."""
-    from PIL import Image
-
+    """Rewrite one request and, when it is a drawing request, draw and save the picture (under a new name:
+    an earlier picture, of this conversation or of one before a /reset, is never replaced)."""
     result = rewriter.rewrite(text, session, instruction)
     if result.refused:
-        print(f"rewriter refused: {result.reply}", file=out)
+        _say(out, f"rewriter refused: {result.reply}")
         return
     if not result.draw:
-        print(result.reply, file=out)
+        _say(out, result.reply)
         return
-    print(f"prompt: {result.prompt}", file=out)
+    _say(out, f"prompt: {result.prompt}")
     if result.truncated:
-        print(f"(cut to fit the text encoder: {result.truncated})", file=out)
-    init = Image.open(result.init_image).convert("RGB") if result.init_image else None
+        _say(out, f"(cut to fit the text encoder: {result.truncated})")
     try:
+        init = open_image(result.init_image).convert("RGB") if result.init_image else None
         image = pipe(result.prompt, width=args.width, height=args.height, steps=args.steps, guidance_scale=args.cfg,
                      seed=result.seed, image=init, strength=result.strength or 1.0).images[0]
+        path = save_new(args.out, f"{stem}_{len(session.turns):02d}_{result.seed}", ".png",
+                        lambda tmp: image.save(tmp, format="PNG"))
     except BaseException:
         session.undo()  # no picture, no turn: the conversation stays what was drawn
         raise
-    path = args.out / f"{stem}_{len(session.turns):02d}_{result.seed}.png"
-    image.save(path)
     session.turns[-1].image = str(path.resolve())
-    print(f"saved {path}", file=out)
+    _say(out, f"saved {path}")

@@ -44,11 +44,15 @@ def load_rewriter(
     max_prompt_tokens: int = MT5_TOKEN_LIMIT,
     history_turns: int | None = None,
     system_prompt: str | None = None,
+    api_key: str | None = None,
+    allow_insecure_http: bool = False,
 ) -> Rewriter:
     """Load a prompt rewriter from ``path``:
 
     * an ``http(s)://`` URL: an OpenAI-compatible server (``model`` names the served model; default: the
-      first it lists), every request bounded by ``timeout`` seconds;
+      first it lists), every request bounded by ``timeout`` seconds in total; ``api_key`` (default: the
+      ``HUNYUAN_REWRITER_API_KEY`` environment variable) goes only to that server, and over plain http only
+      to this machine unless ``allow_insecure_http``;
     * DialogGen's folder (``ckpts/dialoggen``, or the ``ckpts`` folder holding it): the official rewriter
       with its template and sampling (temperature 0.2, 512 new tokens);
     * any Hugging Face chat LLM folder: our bilingual instructions through the model's chat template.
@@ -61,8 +65,9 @@ def load_rewriter(
     """
     text = str(path)
     prompt = system_prompt or SYSTEM_PROMPT
-    if text.startswith(("http://", "https://")):
-        backend = HttpBackend(text, model=model, timeout=timeout, system_prompt=prompt)
+    if "://" in text:  # a server address (only http and https are accepted)
+        backend = HttpBackend(text, model=model, timeout=timeout, api_key=api_key, system_prompt=prompt,
+                              allow_insecure_http=allow_insecure_http)
     else:
         folder = Path(path).expanduser()
         if not folder.exists():

@@ -3,6 +3,7 @@ encoder limit. ``load_rewriter`` (loader.py) builds one; ``rewrite`` is all call
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -62,13 +63,14 @@ class Rewriter:
         self.backend = backend
         options = backend.defaults
         if temperature is not None:
-            if temperature < 0:
-                raise InputError(f"temperature {temperature}: expected 0 (greedy) or more")
+            real = isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
+            if not real or not 0 <= temperature < math.inf:
+                raise InputError(f"temperature {temperature!r}: expected 0 (greedy) or a larger finite number")
             options = replace(options, temperature=float(temperature))
         if max_new_tokens is not None:
-            if max_new_tokens < 1:
-                raise InputError(f"max_new_tokens {max_new_tokens}: expected 1 or more")
-            options = replace(options, max_new_tokens=int(max_new_tokens))
+            if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
+                raise InputError(f"max_new_tokens {max_new_tokens!r}: expected a whole number, 1 or more")
+            options = replace(options, max_new_tokens=max_new_tokens)
         self.options = replace(options, seed=seed)
         self.count_tokens = count_tokens or approx_mt5_tokens
         self.max_prompt_tokens = max_prompt_tokens
