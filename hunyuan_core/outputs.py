@@ -177,7 +177,7 @@ def check_writable_dir(folder: str | os.PathLike) -> Path:
     folder = ensure_dir(folder)
     probe = folder / f".hunyuan-write-test.{uuid.uuid4().hex[:12]}"
     try:
-        probe.write_bytes(b"")
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     except OSError as exc:
         raise OutputError(f"cannot write into output folder '{folder}': {exc.strerror or exc}") from None
     finally:

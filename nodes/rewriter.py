@@ -122,7 +122,14 @@ class HunyuanDiTRewriterLoader:
                     "Seed of the LLM's sampling: the same seed gives the same rewrite; -1 = not seeded."
                 )}),
                 "timeout": ("FLOAT", {"default": 120.0, "min": 1.0, "max": 3600.0, "tooltip": (
-                    "Seconds to wait for the server."
+                    "Seconds the server may take for a whole answer."
+                )}),
+            },
+            "optional": {
+                "allow_insecure_http": ("BOOLEAN", {"default": False, "tooltip": (
+                    "Send the API key (HUNYUAN_REWRITER_API_KEY) to a server on another machine over "
+                    "plain http://, where anyone on the network can read it. Off: such a server is refused "
+                    "(https:// and servers on this machine need no opt-in)."
                 )}),
             },
         }
@@ -135,7 +142,7 @@ class HunyuanDiTRewriterLoader:
     DESCRIPTION = "Loads a prompt rewriter for HunyuanDiT: DialogGen, a local chat LLM or an HTTP server."
 
     def load(self, model: str, endpoint: str, server_model: str, dtype: str, quantize: str, keep_on_gpu: bool,
-             temperature: float, max_new_tokens: int, llm_seed: int, timeout: float):
+             temperature: float, max_new_tokens: int, llm_seed: int, timeout: float, allow_insecure_http: bool = False):
         path = endpoint.strip() if model == SERVER else resolve_choice(model, (LLM_FOLDER, HUNYUAN_FOLDER))
         device = host.torch_device()
         rewriter = load_rewriter(
@@ -143,7 +150,7 @@ class HunyuanDiTRewriterLoader:
             quantize=None if quantize == "none" else quantize, keep_loaded=keep_on_gpu and not host.low_vram(),
             make_room=lambda size: host.free_memory(size, device), timeout=timeout,
             temperature=None if temperature < 0 else temperature, max_new_tokens=max_new_tokens,
-            seed=None if llm_seed < 0 else llm_seed,
+            seed=None if llm_seed < 0 else llm_seed, allow_insecure_http=allow_insecure_http,
         )
         options = rewriter.options
         info = (f"{rewriter.name}: temperature {options.temperature:g}, up to {options.max_new_tokens} new tokens"

@@ -162,3 +162,13 @@ def test_multiturn_workflow_runs_turn_after_turn(env):
     third[rewrite]["inputs"]["request"] = "放在桌上"
     fresh.run(third)
     assert len(SessionStore(env / "sessions").load("multiturn").turns) == 3
+
+
+def test_server_loader_sends_the_key_over_plain_http_to_another_machine_only_when_allowed(env, monkeypatch):
+    monkeypatch.setenv("HUNYUAN_REWRITER_API_KEY", "sk-node-secret-0123456789")
+    remote = dict(LOADER, endpoint="http://192.0.2.7:8080/v1", server_model="m")  # TEST-NET: never contacted
+    with pytest.raises(InputError, match="allow_insecure_http") as caught:
+        call_node(HunyuanDiTRewriterLoader, model=SERVER, **remote)
+    assert "sk-node-secret" not in str(caught.value)
+    (rewriter, info), _ = call_node(HunyuanDiTRewriterLoader, model=SERVER, allow_insecure_http=True, **remote)
+    assert "192.0.2.7" in info and "sk-node-secret" not in info
