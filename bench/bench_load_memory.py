@@ -22,8 +22,8 @@ import torch
 def write_weights(folder: Path) -> tuple[Path, Path]:
     from safetensors.torch import save_file
 
-    from hunyuan_core.config import DiTConfig
-    from hunyuan_core.dit import HunyuanDiT
+    from hunyuan_core.model.config import DiTConfig
+    from hunyuan_core.model.dit import HunyuanDiT
 
     st, pt = folder / "dit_g2_fp16.safetensors", folder / "pytorch_model_ema.pt"
     if st.exists() and pt.exists():
@@ -44,8 +44,8 @@ def _child(mode: str, path: str) -> None:
 
         dit = hy.load_dit(path, device="cpu", dtype=torch.float16)
     else:
-        from hunyuan_core.config import DiTConfig
-        from hunyuan_core.dit import HunyuanDiT
+        from hunyuan_core.model.config import DiTConfig
+        from hunyuan_core.model.dit import HunyuanDiT
 
         dit = HunyuanDiT(DiTConfig()).half()
         dit.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

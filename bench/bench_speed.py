@@ -14,9 +14,9 @@ import time
 
 import torch
 
-from hunyuan_core.config import DiTConfig
-from hunyuan_core.dit import HunyuanDiT
-from hunyuan_core.keys import official_to_diffusers
+from hunyuan_core.formats.keys import official_to_diffusers
+from hunyuan_core.model.config import DiTConfig
+from hunyuan_core.model.dit import HunyuanDiT
 
 MID = DiTConfig(depth=12, hidden_size=512, num_heads=8, mlp_hidden=2048)
 
@@ -67,7 +67,7 @@ def make_models(device, dtype):
 
 
 def bench_forward(ours, theirs, device, dtype, size: int, repeats: int) -> None:
-    from hunyuan_core.rope import rope_2d
+    from hunyuan_core.model.rope import rope_2d
 
     b, h = 2, size // 8
     g = torch.Generator().manual_seed(0)
@@ -99,7 +99,7 @@ def shared_components(device, dtype):
     from diffusers import AutoencoderKL
     from transformers import BertConfig, BertModel, T5Config, T5EncoderModel
 
-    from hunyuan_core.text_encoder import (
+    from hunyuan_core.model.text_encoder import (
         BilingualTextEncoder,
         load_bert_tokenizer,
         load_mt5_tokenizer,

@@ -77,9 +77,9 @@ def _reason(exc: Exception) -> str:
 
 def _generate(args: argparse.Namespace) -> int:
     from .pipeline import load_pipeline
+    from .settings.validate import check_generate
     from .tiny import make_tiny
     from .upscaler import load_upscaler, upscale_images
-    from .validate import check_generate
 
     check_generate(  # every argument, before any model loads
         prompt=args.prompt, negative_prompt=args.negative, device=args.device, width=args.width, height=args.height,
@@ -124,7 +124,7 @@ def _convert(args: argparse.Namespace) -> int:
 
     # The source is memory-mapped while it is read: writing into it would crash and truncate the user's weights.
     check_not_input(args.out, [args.model, args.bert_vocab])
-    from .convert import check_destination, save_pipeline
+    from .formats.convert import check_destination, save_pipeline
     from .pipeline import load_pipeline
 
     check_destination(args.out, args.layout, overwrite=args.overwrite)
@@ -134,7 +134,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .samplers import SAMPLERS
+    from .sampling.schedulers import SAMPLERS
 
     parser = argparse.ArgumentParser(prog="hunyuan-dit", description="Tencent Hunyuan-DiT text-to-image.")
     sub = parser.add_subparsers(dest="command", required=True)

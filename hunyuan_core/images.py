@@ -13,7 +13,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .errors import InputError
-from .limits import MAX_IMAGE_PIXELS
+from .settings.limits import MAX_IMAGE_PIXELS
 
 _NATIVE_MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
 _MODES_BY_CHANNELS = {c: m for m, c in _NATIVE_MODES.items()}

@@ -13,13 +13,17 @@ from pathlib import Path
 
 import torch
 
-from .config import DiTConfig
-from .devices import resolve_device, resolve_dtype
-from .dit import HunyuanDiT
 from .errors import ModelFileError
-from .files import StateDict, read_checkpoint, read_folder_state_dict, read_json_object, reading, unwrap_state_dict
-from .keys import to_official
-from .layouts import (
+from .formats.files import (
+    StateDict,
+    read_checkpoint,
+    read_folder_state_dict,
+    read_json_object,
+    reading,
+    unwrap_state_dict,
+)
+from .formats.keys import to_official
+from .formats.layouts import (
     DIT_CONTAINERS,
     SINGLE_FILE_TEXT_PREFIX,
     SINGLE_FILE_VAE_PREFIX,
@@ -27,8 +31,11 @@ from .layouts import (
     find_model_files,
     require_whole_model,
 )
-from .materialise import build_with_weights
-from .versions import detect_version
+from .model.config import DiTConfig
+from .model.dit import HunyuanDiT
+from .model.materialise import build_with_weights
+from .model.versions import detect_version
+from .settings.devices import resolve_device, resolve_dtype
 
 PathLike = str | os.PathLike
 
@@ -89,7 +96,7 @@ def load_dit(path_or_state_dict: PathLike | Mapping[str, torch.Tensor], device=N
 @_reads_model("text encoder")
 def load_text_encoder(path: PathLike, device=None, dtype=None, bert_vocab: PathLike | None = None):
     """Load BERT + mT5 with their tokenizers from an official tree, a diffusers folder or an all-in-one file."""
-    from .text_encoder import (
+    from .model.text_encoder import (
         load_text_encoder_from_folders,
         load_text_encoder_from_single_file,
     )
@@ -113,7 +120,7 @@ def _is_vae_folder(path: Path) -> bool:
 @_reads_model("VAE")
 def load_vae(path: PathLike, device=None, dtype=None):
     """Load the SDXL VAE from a model (any layout), a VAE folder, or a VAE weights file (LDM or diffusers names)."""
-    from .vae import load_vae_from_folder, load_vae_from_ldm_state_dict
+    from .model.vae import load_vae_from_folder, load_vae_from_ldm_state_dict
 
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
@@ -128,7 +135,7 @@ def load_vae(path: PathLike, device=None, dtype=None):
     if not part:
         raise ModelFileError(f"'{files.dit}' has no VAE weights (expected keys under '{SINGLE_FILE_VAE_PREFIX}')")
     if any(".up_blocks." in k for k in part):  # diffusers names in a bare file: bring them to LDM names
-        from .convert import vae_to_ldm
+        from .formats.convert import vae_to_ldm
 
         levels = len({k.split(".")[2] for k in part if k.startswith("encoder.down_blocks.")})
         part = vae_to_ldm(part, levels)

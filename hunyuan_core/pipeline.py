@@ -10,17 +10,17 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .devices import resolve_device, resolve_dtype
-from .dit import HunyuanDiT
 from .errors import InputError
+from .formats.layouts import find_model_files, require_whole_model
 from .images import pil_to_tensor as image_tensor
 from .images import tensor_to_pil
-from .layouts import find_model_files, require_whole_model
 from .loaders import build_dit, load_dit, load_text_encoder, load_vae, split_single_file
-from .sampling import Progress, sample
-from .text_encoder import DEFAULT_NEGATIVE_PROMPT, BilingualTextEncoder, TextEmbeddings
-from .validate import check_beta_end, check_finite, check_prompts, check_sampling, check_texts
-from .vae import decode_latents, encode_images
+from .model.dit import HunyuanDiT
+from .model.text_encoder import DEFAULT_NEGATIVE_PROMPT, BilingualTextEncoder, TextEmbeddings
+from .model.vae import decode_latents, encode_images
+from .sampling.loop import Progress, sample
+from .settings.devices import resolve_device, resolve_dtype
+from .settings.validate import check_beta_end, check_finite, check_prompts, check_sampling, check_texts
 
 
 @dataclass
@@ -146,8 +146,8 @@ def load_pipeline(
     beta_end: float | None = None,
 ) -> HunyuanDiTPipeline:
     """Load a complete model from an official tree, a diffusers folder or a ComfyUI all-in-one file."""
-    from .text_encoder import load_text_encoder_from_single_file
-    from .vae import load_vae_from_ldm_state_dict
+    from .model.text_encoder import load_text_encoder_from_single_file
+    from .model.vae import load_vae_from_ldm_state_dict
 
     check_beta_end(beta_end)
     device = resolve_device(device)

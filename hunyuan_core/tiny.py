@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from .convert import LAYOUTS, ModelParts, bert_vocab_beside, save_parts
 from .errors import InputError
-from .vae import SDXL_SCALING_FACTOR
+from .formats.convert import LAYOUTS, ModelParts, bert_vocab_beside, save_parts
+from .model.vae import SDXL_SCALING_FACTOR
 
 VERSIONS = ("1.2", "1.1")
 
@@ -117,8 +117,8 @@ def _random_parts(version: str, seed: int) -> ModelParts:
         MT5ForConditionalGeneration,
     )
 
-    from .config import DiTConfig
-    from .dit import HunyuanDiT
+    from .model.config import DiTConfig
+    from .model.dit import HunyuanDiT
 
     vocab, spiece = _bert_vocab(), _spiece_model()
     pieces = spm.SentencePieceProcessor(model_proto=spiece).get_piece_size()

@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from hunyuan_core.devices import resolve_dtype as core_resolve_dtype
 from hunyuan_core.errors import InputError
-from hunyuan_core.vae import SDXL_SCALING_FACTOR
+from hunyuan_core.model.vae import SDXL_SCALING_FACTOR
+from hunyuan_core.settings.devices import resolve_dtype as core_resolve_dtype
 
 from . import host
 
@@ -54,7 +54,7 @@ class ModelHandle:
 class TextEncoderHandle:
     """HYDIT_TEXT_ENCODER: the bilingual encoder and whether it stays on the GPU after encoding."""
 
-    encoder: Any  # hunyuan_core.text_encoder.BilingualTextEncoder
+    encoder: Any  # hunyuan_core.model.text_encoder.BilingualTextEncoder
     keep_on_gpu: bool
     source: str
 

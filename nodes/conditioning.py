@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hunyuan_core.text_encoder import DEFAULT_NEGATIVE_PROMPT
+from hunyuan_core.model.text_encoder import DEFAULT_NEGATIVE_PROMPT
 
 from . import host
 from ._common import (
@@ -12,7 +12,6 @@ from ._common import (
     TextEncoderHandle,
     on_compute_device,
 )
-
 
 EMPTY_PROMPT = (
     "The positive prompt is empty: the image follows no description, only guidance away from the negative "

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from hunyuan_core.sizes import MULTIPLE
-from hunyuan_core.vae import decode_latents, encode_images
+from hunyuan_core.model.vae import decode_latents, encode_images
+from hunyuan_core.settings.sizes import MULTIPLE
 
 from . import host
 from ._common import (

@@ -13,16 +13,16 @@ import torch
 
 from hunyuan_core import kinds
 from hunyuan_core.errors import InputError, ModelFileError
-from hunyuan_core.files import read_state_dict
+from hunyuan_core.formats.files import read_state_dict
 from hunyuan_core.loaders import load_dit, load_text_encoder, load_vae
-from hunyuan_core.pipeline import load_pipeline
-from hunyuan_core.text_encoder import (
+from hunyuan_core.model.text_encoder import (
     SINGLE_FILE_BERT_PREFIX,
     SINGLE_FILE_MT5_PREFIX,
     SINGLE_FILE_SPIECE_KEY,
     load_text_encoder_from_single_file,
 )
-from hunyuan_core.versions import VERSION_DEFAULTS
+from hunyuan_core.model.versions import VERSION_DEFAULTS
+from hunyuan_core.pipeline import load_pipeline
 
 from . import host
 from ._common import (

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 
 from hunyuan_core.errors import InputError, NumericsError
-from hunyuan_core.limits import MAX_SEED, MAX_SIZE, MIN_SIZE
-from hunyuan_core.samplers import SAMPLERS
-from hunyuan_core.sampling import sample as sample_latents
-from hunyuan_core.sizes import MULTIPLE, PRESETS, check_size, preset_label
-from hunyuan_core.text_encoder import TextEmbeddings
+from hunyuan_core.model.text_encoder import TextEmbeddings
+from hunyuan_core.sampling.loop import sample as sample_latents
+from hunyuan_core.sampling.schedulers import SAMPLERS
+from hunyuan_core.settings.limits import MAX_SEED, MAX_SIZE, MIN_SIZE
+from hunyuan_core.settings.sizes import MULTIPLE, PRESETS, check_size, preset_label
 
 from . import host
 from ._common import (

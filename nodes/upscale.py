@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from hunyuan_core.errors import InputError
-from hunyuan_core.limits import MAX_UPSCALE_FACTOR
+from hunyuan_core.settings.limits import MAX_UPSCALE_FACTOR
 from hunyuan_core.upscaler import Upscaler, load_upscaler
 
 from . import host

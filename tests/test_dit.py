@@ -5,11 +5,11 @@ import pytest
 import torch
 from official_formulas import official_apply_rotary, official_rope
 
-from hunyuan_core.config import DiTConfig
-from hunyuan_core.dit import HunyuanDiT
-from hunyuan_core.keys import diffusers_to_official, official_to_diffusers, to_official
-from hunyuan_core.rope import apply_rope, rope_2d, rope_freqs
-from hunyuan_core.sizes import PRESETS
+from hunyuan_core.formats.keys import diffusers_to_official, official_to_diffusers, to_official
+from hunyuan_core.model.config import DiTConfig
+from hunyuan_core.model.dit import HunyuanDiT
+from hunyuan_core.model.rope import apply_rope, rope_2d, rope_freqs
+from hunyuan_core.settings.sizes import PRESETS
 
 TINY = dict(depth=6, hidden_size=64, num_heads=2, mlp_hidden=160, text_dim=32, t5_dim=48, pooled_dim=40)
 
@@ -145,7 +145,7 @@ def test_config_inferred_from_weights():
 
 
 def test_fp16_layernorm_does_not_overflow():
-    from hunyuan_core.dit import FP32LayerNorm
+    from hunyuan_core.model.dit import FP32LayerNorm
 
     ln = FP32LayerNorm(64, eps=1e-6).half()
     x = (torch.randn(1, 4, 64) * 1e4).half()  # squares overflow fp16

@@ -134,7 +134,7 @@ def test_load_pipeline_checks_beta_end_before_reading_anything(tmp_path):
        name=st.sampled_from(["width", "height", "steps", "guidance_scale", "guidance_rescale", "seed",
                              "batch_size", "strength", "beta_end", "sampler"]))
 def test_any_value_of_any_setting_is_accepted_or_an_input_error(name, value):
-    from hunyuan_core.validate import check_sampling
+    from hunyuan_core.settings.validate import check_sampling
 
     good = dict(width=64, height=64, steps=2, guidance_scale=6.0, guidance_rescale=0.0, sampler="ddpm", seed=0,
                 batch_size=1, strength=1.0, beta_end=None)
@@ -147,8 +147,8 @@ def test_any_value_of_any_setting_is_accepted_or_an_input_error(name, value):
 # ------------------------------------------------------------------------------------- 2. steps
 def test_every_sampler_runs_to_the_end_at_its_step_limit():
     """The limits are real: each sampler's full loop at its limit finishes with finite latents."""
-    from hunyuan_core.limits import MAX_STEPS, TRAIN_TIMESTEPS
-    from hunyuan_core.samplers import SAMPLERS, make_scheduler
+    from hunyuan_core.sampling.schedulers import SAMPLERS, make_scheduler
+    from hunyuan_core.settings.limits import MAX_STEPS, TRAIN_TIMESTEPS
 
     assert set(MAX_STEPS) == set(SAMPLERS) and max(MAX_STEPS.values()) == TRAIN_TIMESTEPS
     g = torch.Generator().manual_seed(0)
@@ -186,7 +186,7 @@ def test_4096_square_with_batch_16_is_refused_before_sampling(pipe):
 
 
 def test_work_beyond_the_free_memory_is_refused(pipe, monkeypatch):
-    import hunyuan_core.validate as validate
+    import hunyuan_core.settings.validate as validate
 
     monkeypatch.setattr(validate, "free_memory", lambda device: 2**20)
     with pytest.raises(InputError, match=r"1024x1024 px x 2 images per step needs about .* GiB .* on cpu; 0.0 GiB"):
@@ -261,7 +261,7 @@ def no_gpu(monkeypatch):
 
 @pytest.mark.parametrize("device", ["cuda", "cuda:0", "mps", "gpu0", "xpu", "meta", 3])
 def test_unavailable_or_unknown_devices_name_the_available_ones(no_gpu, device):
-    from hunyuan_core.devices import resolve_device
+    from hunyuan_core.settings.devices import resolve_device
 
     with pytest.raises(InputError, match=rf"device '{device}' is not available on this machine; expected one of: cpu$"):
         resolve_device(device)
@@ -270,7 +270,7 @@ def test_unavailable_or_unknown_devices_name_the_available_ones(no_gpu, device):
 
 
 def test_a_cuda_index_that_does_not_exist(monkeypatch):
-    from hunyuan_core.devices import resolve_device
+    from hunyuan_core.settings.devices import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 import hunyuan_core as hy
 from hunyuan_core import files as files_module
 from hunyuan_core.errors import ModelFileError, NumericsError
-from hunyuan_core.files import read_checkpoint
+from hunyuan_core.formats.files import read_checkpoint
 from nodes import host
 from nodes.loaders import HunyuanDiTCheckpointLoader, HunyuanDiTTextEncoderLoader
 

@@ -5,8 +5,8 @@ import torch
 from safetensors.torch import save_file
 
 import hunyuan_core as hy
-from hunyuan_core.keys import official_to_diffusers
-from hunyuan_core.layouts import find_model_files
+from hunyuan_core.formats.keys import official_to_diffusers
+from hunyuan_core.formats.layouts import find_model_files
 
 ARGS = dict(width=64, height=80, steps=2, seed=9)
 
@@ -35,7 +35,7 @@ def test_all_layouts_generate_identical_images(reference, tiny_diffusers, tiny_c
 
 
 def test_round_trip_official_diffusers_comfy(tiny_official, tmp_path, reference, tiny_bert_vocab):
-    from hunyuan_core.convert import save_pipeline
+    from hunyuan_core.formats.convert import save_pipeline
 
     pipe = hy.load_pipeline(tiny_official, device="cpu", dtype=torch.float32)
     save_pipeline(pipe, tmp_path / "diffusers", layout="diffusers")

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import hunyuan_core as hy
-from hunyuan_core.sampling import rescale_noise_cfg
-from hunyuan_core.vae import decode_latents
+from hunyuan_core.model.vae import decode_latents
+from hunyuan_core.sampling.loop import rescale_noise_cfg
 
 PROMPT = "一只戴着墨镜的柴犬 a shiba inu"
 NEG = "模糊"
@@ -52,7 +52,7 @@ def test_encodings_are_reusable(pipe):
 
 
 def test_default_negative_prompt_is_the_official_one(pipe):
-    from hunyuan_core.text_encoder import DEFAULT_NEGATIVE_PROMPT
+    from hunyuan_core.model.text_encoder import DEFAULT_NEGATIVE_PROMPT
 
     a = pipe(PROMPT, None, width=64, height=64, steps=2, seed=3)
     b = pipe(PROMPT, DEFAULT_NEGATIVE_PROMPT, width=64, height=64, steps=2, seed=3)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from hunyuan_core.errors import InputError, ModelFileError
-from hunyuan_core.files import read_state_dict
-from hunyuan_core.text_encoder import (
+from hunyuan_core.formats.files import read_state_dict
+from hunyuan_core.model.text_encoder import (
     CLIP_LENGTH,
     DEFAULT_NEGATIVE_PROMPT,
     T5_LENGTH,

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from hunyuan_core.errors import InputError
-from hunyuan_core.files import read_state_dict
-from hunyuan_core.keys import official_to_diffusers
+from hunyuan_core.formats.files import read_state_dict
+from hunyuan_core.formats.keys import official_to_diffusers
+from hunyuan_core.model.versions import VERSION_DEFAULTS
 from hunyuan_core.tiny import make_tiny
-from hunyuan_core.versions import VERSION_DEFAULTS
 
 
 def test_official_tree(tiny_official, tiny_official_v11):

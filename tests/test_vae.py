@@ -4,10 +4,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from hunyuan_core.convert import vae_to_ldm
 from hunyuan_core.errors import InputError, ModelFileError
-from hunyuan_core.files import read_state_dict
-from hunyuan_core.vae import (
+from hunyuan_core.formats.convert import vae_to_ldm
+from hunyuan_core.formats.files import read_state_dict
+from hunyuan_core.model.vae import (
     decode_latents,
     encode_images,
     load_vae_from_folder,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError, ModelFileError
+from ..settings.devices import resolve_device, resolve_dtype
 from .local import (
     GenerationOptions,
     LocalModel,

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 
-from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError, ModelFileError
-from ..files import read_folder_state_dict
+from ..formats.files import read_folder_state_dict
+from ..settings.devices import resolve_device, resolve_dtype
 from .local import (
     GenerationOptions,
     LocalModel,
@@ -331,7 +331,7 @@ def _canonical_target(key: str) -> str:
 
 def _clip_folder_weights(folder: Path | None) -> dict[str, torch.Tensor]:
     """Vision weights from the separate CLIP folder (``vision_model.*`` of a CLIPModel), if it has any."""
-    from ..files import read_state_dict
+    from ..formats.files import read_state_dict
 
     if folder is None:
         return {}

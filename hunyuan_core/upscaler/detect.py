@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..materialise import build_with_weights
+from ..model.materialise import build_with_weights
 from .rrdbnet import RRDBConfig, RRDBNet, is_rrdbnet, to_canonical_keys
 from .srvgg import SRVGGConfig, SRVGGNetCompact, is_srvgg
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from ..limits import MAX_IMAGE_PIXELS, MAX_UPSCALE_SIDE
+from ..settings.limits import MAX_IMAGE_PIXELS, MAX_UPSCALE_SIDE
 
 # ITU-R 601-2 luma, as PIL's convert("L") uses, to fold a colour result back to gray.
 _LUMA = (0.299, 0.587, 0.114)

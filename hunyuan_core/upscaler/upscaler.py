@@ -16,12 +16,12 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..devices import resolve_device
 from ..errors import HunyuanError, InputError, ModelFileError
-from ..files import read_checkpoint, unwrap_state_dict
+from ..formats.files import read_checkpoint, unwrap_state_dict
 from ..images import pil_to_tensor, tensor_to_pil
-from ..limits import MAX_UPSCALE_FACTOR
-from ..validate import check_float, check_int
+from ..settings.devices import resolve_device
+from ..settings.limits import MAX_UPSCALE_FACTOR
+from ..settings.validate import check_float, check_int
 from . import images as im
 from .detect import CONTAINER_KEYS, build, detect, strip_prefix
 from .tiling import is_out_of_memory, plan_tiles, run_tiles

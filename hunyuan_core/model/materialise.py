@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 import torch
 from torch import nn
 
-from .errors import ModelFileError, NumericsError
+from ..errors import ModelFileError, NumericsError
 
 _FINITE_CHUNK = 1 << 24  # values checked per pass, so a big tensor never needs a same-sized boolean copy
 _ISFINITE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)

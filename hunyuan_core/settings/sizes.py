@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import InputError
+from ..errors import InputError
 from .limits import MAX_SIZE, MIN_SIZE
 
 # (width, height): the official ResolutionGroup (hydit/inference.py), squares first.

@@ -2,7 +2,7 @@
 
 Latents handed to and returned by this module are *scaled* (DiT space): ``z_dit = (z_vae - shift) * scaling``
 with SDXL's scaling factor 0.13025 (reference/hunyuandit-official.md §3). Weights are read through
-:mod:`hunyuan_core.files` and materialised once, in the requested dtype and device, into a model built on
+:mod:`hunyuan_core.formats.files` and materialised once, in the requested dtype and device, into a model built on
 the meta device. ComfyUI all-in-one files store the VAE with the original LDM names; those are converted
 by diffusers' own converter with a configuration inferred from the weights.
 """
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from .devices import resolve_device, resolve_dtype
-from .errors import InputError, ModelFileError
-from .files import offline, read_folder_state_dict, read_json_object, tensor_shape
+from ..errors import InputError, ModelFileError
+from ..formats.files import offline, read_folder_state_dict, read_json_object, tensor_shape
+from ..settings.devices import resolve_device, resolve_dtype
 from .materialise import build_with_weights
 
 SDXL_SCALING_FACTOR = 0.13025

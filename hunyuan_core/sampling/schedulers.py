@@ -6,8 +6,8 @@ the others are the usual community choices on the same schedule.
 
 from __future__ import annotations
 
-from .errors import InputError
-from .limits import TRAIN_TIMESTEPS
+from ..errors import InputError
+from ..settings.limits import TRAIN_TIMESTEPS
 
 _SCHEDULE = dict(beta_schedule="scaled_linear", prediction_type="v_prediction", num_train_timesteps=TRAIN_TIMESTEPS)
 _LEADING = dict(steps_offset=1, timestep_spacing="leading")  # the official DDPM/DDIM spacing

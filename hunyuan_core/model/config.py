@@ -9,9 +9,9 @@ from functools import partial
 
 import torch
 
-from .errors import ModelFileError
-from .files import tensor_shape
-from .kinds import describe_weights
+from ..errors import ModelFileError
+from ..formats.files import tensor_shape
+from ..formats.kinds import describe_weights
 
 SIZE_COND_DIM = 6 * 256  # six image_meta_size scalars, 256 sinusoid features each
 

@@ -12,13 +12,13 @@ from numbers import Integral, Real
 
 import torch
 
-from .config import DiTConfig
+from ..errors import InputError
+from ..model.config import DiTConfig
+from ..model.versions import VERSION_DEFAULTS
+from ..sampling.schedulers import check_sampler
 from .devices import free_memory, resolve_device
-from .errors import InputError
 from .limits import BLOCK_WORKING_SET, MAX_GUIDANCE, MAX_SEED, MAX_STEPS, MAX_TOKEN_ROWS
-from .samplers import check_sampler
 from .sizes import check_size
-from .versions import VERSION_DEFAULTS
 
 LATENT_DOWNSAMPLE = 8  # SDXL VAE
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
-from .errors import ModelFileError
+from ..errors import ModelFileError
 
 StateDict = dict[str, torch.Tensor]
 

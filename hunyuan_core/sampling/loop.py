@@ -12,12 +12,12 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .dit import HunyuanDiT
-from .errors import InputError, NumericsError
-from .samplers import make_scheduler
-from .text_encoder import TextEmbeddings
-from .validate import check_beta_end, check_finite, check_memory, check_sampling
-from .versions import VERSION_DEFAULTS, detect_version
+from ..errors import InputError, NumericsError
+from ..model.dit import HunyuanDiT
+from ..model.text_encoder import TextEmbeddings
+from ..model.versions import VERSION_DEFAULTS, detect_version
+from ..settings.validate import check_beta_end, check_finite, check_memory, check_sampling
+from .schedulers import make_scheduler
 
 Progress = Callable[[int, int, torch.Tensor], None]
 LATENT_CHANNELS = 4

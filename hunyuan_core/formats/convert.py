@@ -15,18 +15,18 @@ from pathlib import Path
 
 import torch
 
-from .config import DiTConfig
-from .errors import InputError, OutputError
-from .keys import official_to_diffusers
-from .outputs import atomic_path, ensure_dir, write_bytes, write_text
-from .text_encoder import (
+from ..errors import InputError, OutputError
+from ..model.config import DiTConfig
+from ..model.text_encoder import (
     _BERT_TOKENIZER_CONFIG,
     _MT5_TOKENIZER_CONFIG,
     SINGLE_FILE_BERT_PREFIX,
     SINGLE_FILE_MT5_PREFIX,
     SINGLE_FILE_SPIECE_KEY,
 )
-from .versions import VERSION_DEFAULTS
+from ..model.versions import VERSION_DEFAULTS
+from ..outputs import atomic_path, ensure_dir, write_bytes, write_text
+from .keys import official_to_diffusers
 
 LAYOUTS = ("official", "diffusers", "comfy")
 

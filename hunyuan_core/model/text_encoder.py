@@ -5,7 +5,7 @@ follows the official pipeline and diffusers' ``HunyuanDiTPipeline.encode_prompt`
 ``padding="max_length"``, ``truncation=True``, attention masks passed to the encoders, last hidden
 state kept (reference/hunyuandit-official.md §1.4, §4.3).
 
-Weights are read through :mod:`hunyuan_core.files`, only the encoder half of an mT5 encoder-decoder
+Weights are read through :mod:`hunyuan_core.formats.files`, only the encoder half of an mT5 encoder-decoder
 file is kept, and every tensor is materialised once, in the requested dtype and device, into a model
 built on the meta device. Tokenizers come only from the model files; nothing is downloaded.
 """
@@ -26,9 +26,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .devices import resolve_device, resolve_dtype
-from .errors import InputError, ModelFileError
-from .files import StateDict, confined, offline, read_folder_state_dict, read_json_object, reading, tensor_shape
+from ..errors import InputError, ModelFileError
+from ..formats.files import (
+    StateDict,
+    confined,
+    offline,
+    read_folder_state_dict,
+    read_json_object,
+    reading,
+    tensor_shape,
+)
+from ..settings.devices import resolve_device, resolve_dtype
 from .materialise import build_with_weights
 
 # hydit/constants.py NEGATIVE_PROMPT: used by the official pipeline whenever no negative prompt is given.

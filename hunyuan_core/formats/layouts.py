@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ModelFileError
+from ..errors import ModelFileError
 from .files import read_checkpoint, read_safetensors_header, reading, sniff_format, unwrap_state_dict
 from .kinds import DIT, describe_weights
 

@@ -1,0 +1,1 @@
+"""Sampling: the schedulers on the Hunyuan-DiT noise schedule and the denoising loop."""
