@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from hunyuan_core import kinds
+from hunyuan_core.formats import kinds
 from hunyuan_core.errors import InputError, ModelFileError
 from hunyuan_core.formats.files import read_state_dict
 from hunyuan_core.loaders import load_dit, load_text_encoder, load_vae

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 import hunyuan_core as hy
-from hunyuan_core import files as files_module
+from hunyuan_core.formats import files as files_module
 from hunyuan_core.errors import ModelFileError, NumericsError
 from hunyuan_core.formats.files import read_checkpoint
 from nodes import host
