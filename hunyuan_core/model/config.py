@@ -61,6 +61,12 @@ class DiTConfig:
     def learn_sigma(self) -> bool:
         return self.out_channels == 2 * self.in_channels
 
+    @property
+    def version(self) -> str:
+        """The release family: ``"1.1"`` for the size/style-conditioned v1.0 and v1.1, ``"1.2"`` otherwise
+        (keys of ``versions.VERSION_DEFAULTS``)."""
+        return "1.1" if self.size_cond or self.style_cond else "1.2"
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -40,5 +40,5 @@ VERSION_DEFAULTS: dict[str, VersionDefaults] = {
 def detect_version(config_or_sd: DiTConfig | Mapping[str, torch.Tensor]) -> str:
     """``"1.1"`` for the size/style-conditioned family (v1.0, v1.1), ``"1.2"`` otherwise."""
     if isinstance(config_or_sd, DiTConfig):
-        return "1.1" if config_or_sd.size_cond or config_or_sd.style_cond else "1.2"
+        return config_or_sd.version
     return detect_version(DiTConfig.from_state_dict(config_or_sd))
