@@ -98,10 +98,13 @@ class HunyuanDiTSampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, resolution, width, height) -> bool | str:
-        """Reject a bad size before any model loads (ComfyUI then skips its own checks of these three)."""
+    def validate_inputs(cls, resolution, width, height, sampler_name) -> bool | str:
+        """Reject a bad size or sampler before any model loads (ComfyUI then skips its own checks of these four;
+        ComfyUI 0.3.64 does not check the values of V3 combos at all)."""
         if resolution is not None and resolution not in resolution_choices():
             return f"resolution '{resolution}' is not one of: {', '.join(resolution_choices())}"
+        if sampler_name is not None and sampler_name not in SAMPLERS:
+            return f"sampler_name '{sampler_name}' is not one of: {', '.join(SAMPLERS)}"
         if resolution == CUSTOM and width is not None and height is not None:
             try:
                 check_size(int(width), int(height))
