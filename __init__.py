@@ -3,10 +3,13 @@
 ComfyUI imports this file by path, so the pack's own ``hunyuan_core`` package is made importable by
 appending this folder to ``sys.path`` (appended, so nothing ComfyUI already imports is shadowed; the
 ``nodes`` package is only ever imported relatively, because ComfyUI has its own top-level ``nodes``).
-Importing the package outside ComfyUI works too: node modules need ComfyUI only while they run, and a
-module that fails to import is logged and skipped instead of failing the whole pack.
+The nodes use ComfyUI's V3 node API (``comfy_api.v0_0_2``, ComfyUI >= ``requires-comfyui`` in
+pyproject.toml) and ComfyUI finds them through :func:`comfy_entrypoint`. Importing the package outside
+ComfyUI (scripts, tests), or inside a ComfyUI too old for that API, never fails: there is then nothing to
+register, and inside ComfyUI a warning says why.
 """
 
+import logging
 import os
 import sys
 
@@ -15,12 +18,12 @@ if _PACK_DIR not in sys.path:
     sys.path.append(_PACK_DIR)
 
 try:
-    from .nodes import collect_mappings
-except ImportError:  # imported as a plain module (no parent package): nothing to register
-    NODE_CLASS_MAPPINGS: dict = {}
-    NODE_DISPLAY_NAME_MAPPINGS: dict = {}
-    IMPORT_FAILURES: dict = {}
+    import comfy_api.v0_0_2  # noqa: F401  (the node API version the pack is written against)
+except ImportError:
+    if "comfy" in sys.modules:  # inside a ComfyUI older than the V3 node API
+        logging.getLogger("hunyuan_dit").warning(
+            "HunyuanDiT: this ComfyUI has no comfy_api.v0_0_2 (the V3 node API); update ComfyUI to load the nodes"
+        )
 else:
-    NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, IMPORT_FAILURES = collect_mappings()
-
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+    if __package__:  # imported as a package, as ComfyUI does (a plain module has nothing to register)
+        from .nodes import comfy_entrypoint  # noqa: F401

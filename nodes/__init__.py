@@ -1,8 +1,8 @@
-"""ComfyUI node wrappers: thin adapters from ComfyUI types and host services to `hunyuan_core` calls.
+"""ComfyUI node wrappers on the V3 node API: thin adapters from ComfyUI types and host services to `hunyuan_core`.
 
-Each ``nodes/<topic>.py`` exports ``NODE_CLASS_MAPPINGS`` and ``NODE_DISPLAY_NAME_MAPPINGS``;
-:func:`collect_mappings` gathers them so that one module that fails to import (a missing optional
-dependency) costs only its own nodes, never the whole pack.
+Each ``nodes/<topic>.py`` lists its node classes in ``NODES``; :class:`HunyuanDiTExtension` gathers them so
+that one module that fails to import (a missing optional dependency) costs only its own nodes, never the
+whole pack. ComfyUI finds the extension through :func:`comfy_entrypoint` (re-exported by the pack root).
 """
 
 from __future__ import annotations
@@ -11,17 +11,18 @@ import importlib
 import logging
 import pkgutil
 
+from comfy_api.v0_0_2 import ComfyExtension, io
+
 _NOT_NODE_MODULES = {"host"}
 
 
-def collect_mappings() -> tuple[dict[str, type], dict[str, str], dict[str, str]]:
-    """Import every node module of this package and merge their mappings.
+def collect_nodes() -> tuple[list[type[io.ComfyNode]], dict[str, str]]:
+    """Import every node module of this package and gather their ``NODES``.
 
-    Returns ``(class_mappings, display_name_mappings, failures)``; ``failures`` maps a module name to
-    the error that kept it from loading (also logged with its traceback).
+    Returns ``(node_classes, failures)``; ``failures`` maps a module name to the error that kept it from
+    loading (also logged with its traceback).
     """
-    classes: dict[str, type] = {}
-    names: dict[str, str] = {}
+    classes: list[type[io.ComfyNode]] = []
     failures: dict[str, str] = {}
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if info.name in _NOT_NODE_MODULES or info.name.startswith("_"):
@@ -34,6 +35,17 @@ def collect_mappings() -> tuple[dict[str, type], dict[str, str], dict[str, str]]
             )
             failures[info.name] = f"{type(exc).__name__}: {exc}"
             continue
-        classes.update(getattr(module, "NODE_CLASS_MAPPINGS", {}))
-        names.update(getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", {}))
-    return classes, names, failures
+        classes += module.NODES
+    return classes, failures
+
+
+class HunyuanDiTExtension(ComfyExtension):
+    """The node pack as a ComfyUI extension."""
+
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return collect_nodes()[0]
+
+
+async def comfy_entrypoint() -> HunyuanDiTExtension:
+    """Called by ComfyUI when it loads the pack."""
+    return HunyuanDiTExtension()

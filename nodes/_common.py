@@ -1,4 +1,5 @@
-"""What the node modules share: type names, model pickers, device moves and ComfyUI type conversions.
+"""What the node modules share: the pinned node API, socket types, categories, model pickers, device moves and
+ComfyUI type conversions.
 
 Conversions kept here (and nowhere else):
 * IMAGE is ``[B,H,W,3]`` float 0..1 in ComfyUI, ``[B,3,H,W]`` in the core.
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from comfy_api.v0_0_2 import io  # the pinned V3 node API (ComfyUI >= requires-comfyui in pyproject.toml)
 
 from hunyuan_core.errors import InputError
 from hunyuan_core.model.vae import SDXL_SCALING_FACTOR
@@ -22,11 +24,20 @@ from hunyuan_core.settings.devices import resolve_dtype as core_resolve_dtype
 
 from . import host
 
+# Menu categories, grouped like ComfyUI's own (loaders, sampling, latent, conditioning).
 CATEGORY = "HunyuanDiT"
-MODEL = "HYDIT_MODEL"
-TEXT_ENCODER = "HYDIT_TEXT_ENCODER"
-VAE = "HYDIT_VAE"
-CONDITIONING = "HYDIT_CONDITIONING"
+LOADERS = f"{CATEGORY}/loaders"
+SAMPLING = f"{CATEGORY}/sampling"
+LATENT = f"{CATEGORY}/latent"
+CONDITIONING_CATEGORY = f"{CATEGORY}/conditioning"
+REWRITER_CATEGORY = f"{CATEGORY}/rewriter"
+UPSCALE_CATEGORY = f"{CATEGORY}/upscale"
+
+# The pack's socket types (ComfyUI's own IMAGE/LATENT/MASK are io.Image/io.Latent/io.Mask).
+MODEL = io.Custom("HYDIT_MODEL")
+TEXT_ENCODER = io.Custom("HYDIT_TEXT_ENCODER")
+VAE = io.Custom("HYDIT_VAE")
+CONDITIONING = io.Custom("HYDIT_CONDITIONING")
 
 # ComfyUI's latent_formats.SDXL.scale_factor (the SDXL VAE's scaling factor): LATENT samples are stored divided by it.
 SDXL_LATENT_SCALE = SDXL_SCALING_FACTOR
@@ -43,11 +54,9 @@ DTYPES: dict[str, torch.dtype | None] = {
 
 @dataclass
 class ModelHandle:
-    """HYDIT_MODEL: the DiT, the release it was detected as and where it came from."""
+    """HYDIT_MODEL: the DiT (its release is ``dit.config.version``)."""
 
     dit: torch.nn.Module
-    version: str
-    source: str
 
 
 @dataclass
@@ -56,7 +65,6 @@ class TextEncoderHandle:
 
     encoder: Any  # hunyuan_core.model.text_encoder.BilingualTextEncoder
     keep_on_gpu: bool
-    source: str
 
 
 @dataclass
@@ -64,7 +72,6 @@ class VAEHandle:
     """HYDIT_VAE: an SDXL-architecture ``AutoencoderKL``."""
 
     vae: torch.nn.Module
-    source: str
 
 
 # --------------------------------------------------------------------------------- model pickers

@@ -6,10 +6,11 @@ from hunyuan_core.model.text_encoder import DEFAULT_NEGATIVE_PROMPT
 
 from . import host
 from ._common import (
-    CATEGORY,
     CONDITIONING,
+    CONDITIONING_CATEGORY,
     TEXT_ENCODER,
     TextEncoderHandle,
+    io,
     on_compute_device,
 )
 
@@ -27,39 +28,37 @@ def truncation_report(label: str, cut: str) -> str:
     )
 
 
-class HunyuanDiTTextEncode:
+class HunyuanDiTTextEncode(io.ComfyNode):
     """Encodes a positive and a negative prompt with both of HunyuanDiT's text encoders."""
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "text_encoder": (TEXT_ENCODER, {"tooltip": "BERT + mT5 from a HunyuanDiT loader."}),
-                "positive": ("STRING", {
-                    "multiline": True, "dynamicPrompts": True, "default": "",
-                    "tooltip": (
-                        "What to draw, in Chinese or English. BERT reads the first 77 tokens, mT5 the first 256."
-                    ),
-                }),
-                "negative": ("STRING", {
-                    "multiline": True, "dynamicPrompts": True, "default": DEFAULT_NEGATIVE_PROMPT,
-                    "tooltip": "What to avoid. The default is the official negative prompt (Chinese).",
-                }),
-            },
-            "hidden": {"unique_id": "UNIQUE_ID"},
-        }
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HunyuanDiTTextEncode",
+            display_name="HunyuanDiT Text Encode (bilingual)",
+            category=CONDITIONING_CATEGORY,
+            description=(
+                "Encodes prompts for HunyuanDiT with its bilingual encoders; warns on the node when the positive "
+                "prompt is empty, or when a prompt was too long (showing the part that was cut)."
+            ),
+            inputs=[
+                TEXT_ENCODER.Input("text_encoder", tooltip="BERT + mT5 from a HunyuanDiT loader."),
+                io.String.Input("positive", multiline=True, dynamic_prompts=True, default="", tooltip=(
+                    "What to draw, in Chinese or English. BERT reads the first 77 tokens, mT5 the first 256."
+                )),
+                io.String.Input("negative", multiline=True, dynamic_prompts=True, default=DEFAULT_NEGATIVE_PROMPT,
+                                tooltip="What to avoid. The default is the official negative prompt (Chinese)."),
+            ],
+            outputs=[
+                CONDITIONING.Output(display_name="positive", tooltip="Encoded positive prompt."),
+                CONDITIONING.Output(display_name="negative", tooltip="Encoded negative prompt."),
+            ],
+            hidden=[io.Hidden.unique_id],
+        )
 
-    RETURN_TYPES = (CONDITIONING, CONDITIONING)
-    RETURN_NAMES = ("positive", "negative")
-    OUTPUT_TOOLTIPS = ("Encoded positive prompt.", "Encoded negative prompt.")
-    FUNCTION = "encode"
-    CATEGORY = CATEGORY
-    DESCRIPTION = (
-        "Encodes prompts for HunyuanDiT with its bilingual encoders; warns on the node when the positive "
-        "prompt is empty, or when a prompt was too long (showing the part that was cut)."
-    )
-
-    def encode(self, text_encoder: TextEncoderHandle, positive: str, negative: str, unique_id: str | None = None):
+    @classmethod
+    def execute(cls, text_encoder: TextEncoderHandle, positive: str, negative: str) -> io.NodeOutput:
+        unique_id = cls.hidden.unique_id
         keep = text_encoder.keep_on_gpu and not host.low_vram()
         rest = None if keep else host.text_encoder_offload_device()
         with on_compute_device(text_encoder.encoder, rest):
@@ -73,8 +72,7 @@ class HunyuanDiTTextEncode:
         ]
         for text in warnings:
             host.show_text(unique_id, text)
-        return {"ui": {"text": warnings}, "result": (pos, neg)}
+        return io.NodeOutput(pos, neg, ui={"text": warnings})
 
 
-NODE_CLASS_MAPPINGS = {"HunyuanDiTTextEncode": HunyuanDiTTextEncode}
-NODE_DISPLAY_NAME_MAPPINGS = {"HunyuanDiTTextEncode": "HunyuanDiT Text Encode (bilingual)"}
+NODES = [HunyuanDiTTextEncode]

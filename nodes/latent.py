@@ -9,9 +9,10 @@ from hunyuan_core.settings.sizes import MULTIPLE
 
 from . import host
 from ._common import (
-    CATEGORY,
+    LATENT,
     VAE,
     VAEHandle,
+    io,
     images_to_comfy,
     images_to_core,
     latent_to_comfy,
@@ -25,57 +26,55 @@ def _rest_device() -> torch.device | None:
     return host.offload_device() if host.low_vram() else None
 
 
-class HunyuanDiTVAEDecode:
+class HunyuanDiTVAEDecode(io.ComfyNode):
     """LATENT (unscaled SDXL latents, any source) → IMAGE."""
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "samples": ("LATENT", {"tooltip": "Latents from the HunyuanDiT Sampler (or any SDXL-latent node)."}),
-                "vae": (VAE, {"tooltip": "The SDXL VAE from a HunyuanDiT loader."}),
-                "tiled": ("BOOLEAN", {"default": False, "tooltip": (
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HunyuanDiTVAEDecode",
+            display_name="HunyuanDiT VAE Decode",
+            category=LATENT,
+            description="Decodes latents to images with the SDXL VAE.",
+            inputs=[
+                io.Latent.Input("samples", tooltip="Latents from the HunyuanDiT Sampler (or any SDXL-latent node)."),
+                VAE.Input("vae", tooltip="The SDXL VAE from a HunyuanDiT loader."),
+                io.Boolean.Input("tiled", default=False, tooltip=(
                     "Decode in overlapping tiles: much less memory for large images, nearly identical result."
-                )}),
-            },
-        }
+                )),
+            ],
+            outputs=[io.Image.Output(display_name="image", tooltip="The decoded images.")],
+        )
 
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("image",)
-    OUTPUT_TOOLTIPS = ("The decoded images.",)
-    FUNCTION = "decode"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "Decodes latents to images with the SDXL VAE."
-
-    def decode(self, samples: dict, vae: VAEHandle, tiled: bool):
+    @classmethod
+    def execute(cls, samples: dict, vae: VAEHandle, tiled: bool) -> io.NodeOutput:
         scaled = latent_to_core(samples)
         with on_compute_device(vae.vae, _rest_device()):
             images = decode_latents(vae.vae, scaled, tiled=tiled)
-        return (images_to_comfy(images),)
+        return io.NodeOutput(images_to_comfy(images))
 
 
-class HunyuanDiTVAEEncode:
+class HunyuanDiTVAEEncode(io.ComfyNode):
     """IMAGE → LATENT, for img2img and inpainting."""
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "image": ("IMAGE", {"tooltip": (
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HunyuanDiTVAEEncode",
+            display_name="HunyuanDiT VAE Encode",
+            category=LATENT,
+            description="Encodes images to latents with the SDXL VAE (the start of img2img and inpainting).",
+            inputs=[
+                io.Image.Input("image", tooltip=(
                     "Images to encode; cropped (centred) to a multiple of 16 px, as the DiT needs."
-                )}),
-                "vae": (VAE, {"tooltip": "The SDXL VAE from a HunyuanDiT loader."}),
-            },
-        }
+                )),
+                VAE.Input("vae", tooltip="The SDXL VAE from a HunyuanDiT loader."),
+            ],
+            outputs=[io.Latent.Output(display_name="latent", tooltip="Unscaled SDXL latents (ComfyUI's convention).")],
+        )
 
-    RETURN_TYPES = ("LATENT",)
-    RETURN_NAMES = ("latent",)
-    OUTPUT_TOOLTIPS = ("Unscaled SDXL latents (ComfyUI's convention).",)
-    FUNCTION = "encode"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "Encodes images to latents with the SDXL VAE (the start of img2img and inpainting)."
-
-    def encode(self, image: torch.Tensor, vae: VAEHandle):
+    @classmethod
+    def execute(cls, image: torch.Tensor, vae: VAEHandle) -> io.NodeOutput:
         pixels = images_to_core(image)
         h, w = pixels.shape[2] // MULTIPLE * MULTIPLE, pixels.shape[3] // MULTIPLE * MULTIPLE
         top, left = (pixels.shape[2] - h) // 2, (pixels.shape[3] - w) // 2
@@ -83,11 +82,7 @@ class HunyuanDiTVAEEncode:
         with on_compute_device(vae.vae, _rest_device()):
             # a fixed generator: the same image always encodes to the same latent, as ComfyUI's cache expects
             scaled = encode_images(vae.vae, pixels, generator=torch.Generator().manual_seed(0))
-        return (latent_to_comfy(scaled),)
+        return io.NodeOutput(latent_to_comfy(scaled))
 
 
-NODE_CLASS_MAPPINGS = {"HunyuanDiTVAEDecode": HunyuanDiTVAEDecode, "HunyuanDiTVAEEncode": HunyuanDiTVAEEncode}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "HunyuanDiTVAEDecode": "HunyuanDiT VAE Decode",
-    "HunyuanDiTVAEEncode": "HunyuanDiT VAE Encode",
-}
+NODES = [HunyuanDiTVAEDecode, HunyuanDiTVAEEncode]

@@ -14,6 +14,7 @@ import torch
 from hunyuan_core.formats import kinds
 from hunyuan_core.errors import InputError, ModelFileError
 from hunyuan_core.formats.files import read_state_dict
+from hunyuan_core.formats.layouts import VARIANTS as OFFICIAL_VARIANTS
 from hunyuan_core.loaders import load_dit, load_text_encoder, load_vae
 from hunyuan_core.model.text_encoder import (
     SINGLE_FILE_BERT_PREFIX,
@@ -26,21 +27,22 @@ from hunyuan_core.pipeline import load_pipeline
 
 from . import host
 from ._common import (
-    CATEGORY,
     DTYPES,
     HUNYUAN_FOLDER,
+    LOADERS,
     MODEL,
     TEXT_ENCODER,
     VAE,
     ModelHandle,
     TextEncoderHandle,
     VAEHandle,
+    io,
     model_choices,
     resolve_choice,
     resolve_dtype,
 )
 
-VARIANTS = ["auto", "ema", "module", "distill"]
+VARIANTS = ["auto", *OFFICIAL_VARIANTS]
 TEXT_ENCODER_POLICIES = ["offload after encoding", "keep on GPU"]
 SEPARATE_FILES = "text_encoders/ (bert_file + mt5_file below)"
 NONE = "none"
@@ -52,7 +54,7 @@ TEXT_ENCODER_FOLDERS = ("checkpoints", HUNYUAN_FOLDER)
 VAE_FOLDERS = ("vae", "checkpoints", HUNYUAN_FOLDER)
 
 _TIP_VARIANT = (
-    "Which official weight file to use when a folder has several (pytorch_model_ema/module/distill.pt); "
+    "Which official weight file to use when a folder has several (pytorch_model_ema/module/distill/merge.pt); "
     "auto takes EMA first. Ignored for single files."
 )
 _TIP_DTYPE = "Weight precision. auto: fp16 on GPUs (the official precision), fp32 on CPU."
@@ -62,14 +64,14 @@ _TIP_POLICY = (
 )
 
 
-def _ui(text: str, unique_id: str | None, result: tuple) -> dict:
+def _ui(text: str, unique_id: str | None, result: tuple) -> io.NodeOutput:
     """Show ``text`` on the node and return it with the node's outputs."""
     host.show_text(unique_id, text, logging.INFO)
-    return {"ui": {"text": [text]}, "result": result}
+    return io.NodeOutput(*result, ui={"text": [text]})
 
 
 def _describe(dit, variant: str, choice: str) -> str:
-    version = VERSION_DEFAULTS[dit.version].name
+    version = VERSION_DEFAULTS[dit.config.version].name
     dtype = str(dit.dtype).replace("torch.", "")
     chosen = "" if variant == "auto" else f", weights {variant}"
     return f"HunyuanDiT {version} ({dit.config.depth} blocks, {dtype}{chosen}) from {choice}"
@@ -122,40 +124,50 @@ def load_text_encoder_from_files(bert_path: str, mt5_path: str, device, dtype):
     return load_text_encoder_from_single_file(combined, bert_vocab=vocab, device=device, dtype=dtype)
 
 
-def _text_encoder_handle(encoder, policy: str, choice: str) -> TextEncoderHandle:
-    return TextEncoderHandle(encoder, keep_on_gpu=policy == "keep on GPU", source=choice)
+def _text_encoder_handle(encoder, policy: str) -> TextEncoderHandle:
+    return TextEncoderHandle(encoder, keep_on_gpu=policy == "keep on GPU")
 
 
-class HunyuanDiTCheckpointLoader:
+def _dtype_input(tooltip: str = _TIP_DTYPE) -> io.Combo.Input:
+    return io.Combo.Input("dtype", options=list(DTYPES), default="auto", tooltip=tooltip)
+
+
+def _variant_input() -> io.Combo.Input:
+    return io.Combo.Input("variant", options=VARIANTS, default="auto", tooltip=_TIP_VARIANT)
+
+
+class HunyuanDiTCheckpointLoader(io.ComfyNode):
     """DiT, text encoders and VAE in one go, from an all-in-one file or an official/diffusers folder."""
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "ckpt_name": (model_choices(*CHECKPOINT_FOLDERS), {"tooltip": (
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HunyuanDiTCheckpointLoader",
+            display_name="HunyuanDiT Load Checkpoint",
+            category=LOADERS,
+            description="Loads a whole HunyuanDiT model (DiT, bilingual text encoders, VAE) and reports its release.",
+            inputs=[
+                io.Combo.Input("ckpt_name", options=model_choices(*CHECKPOINT_FOLDERS), tooltip=(
                     "checkpoints/: ComfyUI's all-in-one hunyuan_dit_*.safetensors. hunyuan/: an official "
                     "release folder (holding t2i/) or a diffusers HunyuanDiT folder, under models/hunyuan/."
-                )}),
-                "variant": (VARIANTS, {"default": "auto", "tooltip": _TIP_VARIANT}),
-                "dtype": (list(DTYPES), {"default": "auto", "tooltip": _TIP_DTYPE}),
-                "text_encoder_policy": (
-                    TEXT_ENCODER_POLICIES, {"default": TEXT_ENCODER_POLICIES[0], "tooltip": _TIP_POLICY},
-                ),
-            },
-            "hidden": {"unique_id": "UNIQUE_ID"},
-        }
+                )),
+                _variant_input(),
+                _dtype_input(),
+                io.Combo.Input("text_encoder_policy", options=TEXT_ENCODER_POLICIES,
+                               default=TEXT_ENCODER_POLICIES[0], tooltip=_TIP_POLICY),
+            ],
+            outputs=[
+                MODEL.Output(display_name="model", tooltip="The DiT."),
+                TEXT_ENCODER.Output(display_name="text_encoder", tooltip="BERT + mT5 with their tokenizers."),
+                VAE.Output(display_name="vae", tooltip="The SDXL VAE."),
+                io.String.Output(display_name="info", tooltip="Detected release and precision."),
+            ],
+            hidden=[io.Hidden.unique_id],
+        )
 
-    RETURN_TYPES = (MODEL, TEXT_ENCODER, VAE, "STRING")
-    RETURN_NAMES = ("model", "text_encoder", "vae", "info")
-    OUTPUT_TOOLTIPS = (
-        "The DiT.", "BERT + mT5 with their tokenizers.", "The SDXL VAE.", "Detected release and precision.",
-    )
-    FUNCTION = "load"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "Loads a whole HunyuanDiT model (DiT, bilingual text encoders, VAE) and reports its release."
-
-    def load(self, ckpt_name: str, variant: str, dtype: str, text_encoder_policy: str, unique_id: str | None = None):
+    @classmethod
+    def execute(cls, ckpt_name: str, variant: str, dtype: str, text_encoder_policy: str) -> io.NodeOutput:
+        unique_id = cls.hidden.unique_id
         path = resolve_choice(ckpt_name, CHECKPOINT_FOLDERS)
         compute = host.torch_device()
         pipe = load_pipeline(
@@ -167,82 +179,85 @@ class HunyuanDiTCheckpointLoader:
             pipe.vae.to(dtype=vae_dtype)
         info = _describe(pipe.dit, variant, ckpt_name)
         result = (
-            ModelHandle(pipe.dit, pipe.dit.version, ckpt_name),
-            _text_encoder_handle(pipe.text_encoder, text_encoder_policy, ckpt_name),
-            VAEHandle(pipe.vae, ckpt_name),
+            ModelHandle(pipe.dit),
+            _text_encoder_handle(pipe.text_encoder, text_encoder_policy),
+            VAEHandle(pipe.vae),
             info,
         )
         return _ui(info, unique_id, result)
 
 
-class HunyuanDiTModelLoader:
+class HunyuanDiTModelLoader(io.ComfyNode):
     """The DiT alone: from an all-in-one file, a DiT-only file, or an official/diffusers folder."""
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "model_name": (model_choices(*DIT_FOLDERS), {"tooltip": (
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HunyuanDiTModelLoader",
+            display_name="HunyuanDiT Load Model (DiT)",
+            category=LOADERS,
+            description="Loads the HunyuanDiT denoiser and reports which release it is.",
+            inputs=[
+                io.Combo.Input("model_name", options=model_choices(*DIT_FOLDERS), tooltip=(
                     "checkpoints/: all-in-one file. diffusion_models/: a DiT-only .safetensors/.pt (official, "
                     "diffusers or model.-prefixed names). hunyuan/: an official or diffusers folder."
-                )}),
-                "variant": (VARIANTS, {"default": "auto", "tooltip": _TIP_VARIANT}),
-                "dtype": (list(DTYPES), {"default": "auto", "tooltip": _TIP_DTYPE}),
-            },
-            "hidden": {"unique_id": "UNIQUE_ID"},
-        }
+                )),
+                _variant_input(),
+                _dtype_input(),
+            ],
+            outputs=[
+                MODEL.Output(display_name="model", tooltip="The DiT."),
+                io.String.Output(display_name="info", tooltip="Detected release (v1.2 or v1.0/v1.1), depth and precision."),
+            ],
+            hidden=[io.Hidden.unique_id],
+        )
 
-    RETURN_TYPES = (MODEL, "STRING")
-    RETURN_NAMES = ("model", "info")
-    OUTPUT_TOOLTIPS = ("The DiT.", "Detected release (v1.2 or v1.0/v1.1), depth and precision.")
-    FUNCTION = "load"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "Loads the HunyuanDiT denoiser and reports which release it is."
-
-    def load(self, model_name: str, variant: str, dtype: str, unique_id: str | None = None):
+    @classmethod
+    def execute(cls, model_name: str, variant: str, dtype: str) -> io.NodeOutput:
+        unique_id = cls.hidden.unique_id
         path = resolve_choice(model_name, DIT_FOLDERS)
         dit = load_dit(
             path, device=host.offload_device(), dtype=resolve_dtype(dtype, host.torch_device()),
             variant=None if variant == "auto" else variant,
         )
         info = _describe(dit, variant, model_name)
-        return _ui(info, unique_id, (ModelHandle(dit, dit.version, model_name), info))
+        return _ui(info, unique_id, (ModelHandle(dit), info))
 
 
-class HunyuanDiTTextEncoderLoader:
+class HunyuanDiTTextEncoderLoader(io.ComfyNode):
     """BERT + mT5 (and their tokenizers) from an all-in-one file, an official/diffusers folder, or two files."""
 
     @classmethod
-    def INPUT_TYPES(cls):
+    def define_schema(cls) -> io.Schema:
         files = [NONE, *host.get_filename_list("text_encoders")]
-        return {
-            "required": {
-                "source": ([*model_choices(*TEXT_ENCODER_FOLDERS), SEPARATE_FILES], {"tooltip": (
+        return io.Schema(
+            node_id="HunyuanDiTTextEncoderLoader",
+            display_name="HunyuanDiT Load Text Encoders",
+            category=LOADERS,
+            description="Loads HunyuanDiT's bilingual text encoders (Chinese-RoBERTa BERT and mT5-XL).",
+            inputs=[
+                io.Combo.Input("source", options=[*model_choices(*TEXT_ENCODER_FOLDERS), SEPARATE_FILES], tooltip=(
                     "Where BERT and mT5 come from: checkpoints/ (all-in-one file), hunyuan/ (official folder: "
                     "clip_text_encoder/, tokenizer/, mt5/; diffusers: text_encoder/, text_encoder_2/), or two "
                     "files in text_encoders/ picked below."
-                )}),
-                "dtype": (list(DTYPES), {"default": "auto", "tooltip": _TIP_DTYPE}),
-                "policy": (TEXT_ENCODER_POLICIES, {"default": TEXT_ENCODER_POLICIES[0], "tooltip": _TIP_POLICY}),
-                "bert_file": (files, {"default": NONE, "tooltip": (
+                )),
+                _dtype_input(),
+                io.Combo.Input("policy", options=TEXT_ENCODER_POLICIES, default=TEXT_ENCODER_POLICIES[0],
+                               tooltip=_TIP_POLICY),
+                io.Combo.Input("bert_file", options=files, default=NONE, tooltip=(
                     "Only for the text_encoders/ source: the BERT weights (official clip_text_encoder/"
                     "pytorch_model.bin). Vocabulary: a vocab.txt or hydit_clip_tokenizer/ beside it, else ComfyUI's."
-                )}),
-                "mt5_file": (files, {"default": NONE, "tooltip": (
+                )),
+                io.Combo.Input("mt5_file", options=files, default=NONE, tooltip=(
                     "Only for the text_encoders/ source: the mT5 weights (official mt5/pytorch_model.bin or an "
                     "encoder-only mT5-XL file), with its spiece.model in the same folder."
-                )}),
-            },
-        }
+                )),
+            ],
+            outputs=[TEXT_ENCODER.Output(display_name="text_encoder", tooltip="BERT + mT5 with their tokenizers.")],
+        )
 
-    RETURN_TYPES = (TEXT_ENCODER,)
-    RETURN_NAMES = ("text_encoder",)
-    OUTPUT_TOOLTIPS = ("BERT + mT5 with their tokenizers.",)
-    FUNCTION = "load"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "Loads HunyuanDiT's bilingual text encoders (Chinese-RoBERTa BERT and mT5-XL)."
-
-    def load(self, source: str, dtype: str, policy: str, bert_file: str = NONE, mt5_file: str = NONE):
+    @classmethod
+    def execute(cls, source: str, dtype: str, policy: str, bert_file: str = NONE, mt5_file: str = NONE) -> io.NodeOutput:
         device = host.text_encoder_offload_device()
         weight_dtype = resolve_dtype(dtype, host.torch_device())
         if source == SEPARATE_FILES:
@@ -255,52 +270,40 @@ class HunyuanDiTTextEncoderLoader:
         else:
             path = resolve_choice(source, TEXT_ENCODER_FOLDERS)
             encoder = load_text_encoder(path, device=device, dtype=weight_dtype, bert_vocab=bert_vocab_for(path))
-        return (_text_encoder_handle(encoder, policy, source),)
+        return io.NodeOutput(_text_encoder_handle(encoder, policy))
 
 
-class HunyuanDiTVAELoader:
+class HunyuanDiTVAELoader(io.ComfyNode):
     """The SDXL VAE from a VAE file, an all-in-one file, or an official/diffusers folder."""
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "vae_name": (model_choices(*VAE_FOLDERS), {"tooltip": (
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HunyuanDiTVAELoader",
+            display_name="HunyuanDiT Load VAE",
+            category=LOADERS,
+            description="Loads the SDXL VAE that HunyuanDiT's latents decode with.",
+            inputs=[
+                io.Combo.Input("vae_name", options=model_choices(*VAE_FOLDERS), tooltip=(
                     "vae/: an SDXL VAE file (sdxl_vae.safetensors, sdxl-vae-fp16-fix). checkpoints/: the VAE "
                     "inside an all-in-one file. hunyuan/: the VAE of an official or diffusers folder."
-                )}),
-                "dtype": (list(DTYPES), {"default": "auto", "tooltip": (
-                    "VAE precision. auto: ComfyUI's VAE precision (bf16 where safe, else fp32). fp16 needs the "
+                )),
+                _dtype_input(
+                    "Weight precision. auto: ComfyUI's VAE precision (bf16 where safe, else fp32). fp16 needs the "
                     "fp16-fix VAE (the one official releases ship)."
-                )}),
-            },
-        }
+                ),
+            ],
+            outputs=[VAE.Output(display_name="vae", tooltip="The SDXL VAE.")],
+        )
 
-    RETURN_TYPES = (VAE,)
-    RETURN_NAMES = ("vae",)
-    OUTPUT_TOOLTIPS = ("The SDXL VAE.",)
-    FUNCTION = "load"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "Loads the SDXL VAE that HunyuanDiT's latents decode with."
-
-    def load(self, vae_name: str, dtype: str):
+    @classmethod
+    def execute(cls, vae_name: str, dtype: str) -> io.NodeOutput:
         path = resolve_choice(vae_name, VAE_FOLDERS)
         compute = host.torch_device()
         vae = load_vae(
             path, device=host.offload_device(), dtype=resolve_dtype(dtype, compute, auto=host.vae_dtype(compute)),
         )
-        return (VAEHandle(vae, vae_name),)
+        return io.NodeOutput(VAEHandle(vae))
 
 
-NODE_CLASS_MAPPINGS = {
-    "HunyuanDiTCheckpointLoader": HunyuanDiTCheckpointLoader,
-    "HunyuanDiTModelLoader": HunyuanDiTModelLoader,
-    "HunyuanDiTTextEncoderLoader": HunyuanDiTTextEncoderLoader,
-    "HunyuanDiTVAELoader": HunyuanDiTVAELoader,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "HunyuanDiTCheckpointLoader": "Load HunyuanDiT Checkpoint",
-    "HunyuanDiTModelLoader": "Load HunyuanDiT Model (DiT)",
-    "HunyuanDiTTextEncoderLoader": "Load HunyuanDiT Text Encoders",
-    "HunyuanDiTVAELoader": "Load HunyuanDiT VAE",
-}
+NODES = [HunyuanDiTCheckpointLoader, HunyuanDiTModelLoader, HunyuanDiTTextEncoderLoader, HunyuanDiTVAELoader]

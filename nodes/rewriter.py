@@ -33,17 +33,18 @@ from hunyuan_core.rewriter.session import MAX_SEED
 
 from . import host
 from ._common import (
-    CATEGORY,
     DTYPES,
     HUNYUAN_FOLDER,
+    REWRITER_CATEGORY,
     TEXT_ENCODER,
     TextEncoderHandle,
+    io,
     resolve_choice,
 )
 
-REWRITER = "HYDIT_REWRITER"
-INSTRUCTION = "HYDIT_INSTRUCTION"
-CONVERSATION = "HYDIT_CONVERSATION"
+REWRITER = io.Custom("HYDIT_REWRITER")
+INSTRUCTION = io.Custom("HYDIT_INSTRUCTION")
+CONVERSATION = io.Custom("HYDIT_CONVERSATION")
 LLM_FOLDER = "LLM"  # ComfyUI/models/LLM/<model folder>/, as other LLM node packs use
 host.register_model_folder(LLM_FOLDER, "LLM")
 SERVER = "OpenAI-compatible server (endpoint below)"
@@ -84,65 +85,68 @@ def rewriter_choices() -> list[str]:
     return sorted(found) + [SERVER]
 
 
-class HunyuanDiTRewriterLoader:
+class HunyuanDiTRewriterLoader(io.ComfyNode):
     """Loads the prompt rewriter: DialogGen, a local chat LLM, or an OpenAI-compatible server."""
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "model": (rewriter_choices(), {"tooltip": (
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HunyuanDiTRewriterLoader",
+            display_name="HunyuanDiT Load Rewriter (DialogGen / LLM)",
+            category=REWRITER_CATEGORY,
+            description="Loads a prompt rewriter for HunyuanDiT: DialogGen, a local chat LLM or an HTTP server.",
+            inputs=[
+                io.Combo.Input("model", options=rewriter_choices(), tooltip=(
                     "LLM/: DialogGen (the official ckpts/dialoggen folder) or any Hugging Face chat model "
                     "(Qwen, Hunyuan, Llama ... instruct) under models/LLM/. hunyuan/: DialogGen inside an "
                     "official download. Or a server (llama.cpp, Ollama, vLLM) at the endpoint below."
-                )}),
-                "endpoint": ("STRING", {"default": "http://127.0.0.1:8080/v1", "tooltip": (
+                )),
+                io.String.Input("endpoint", default="http://127.0.0.1:8080/v1", tooltip=(
                     "Server address when model is the server entry (e.g. Ollama: http://127.0.0.1:11434/v1)."
-                )}),
-                "server_model": ("STRING", {"default": "", "tooltip": (
+                )),
+                io.String.Input("server_model", default="", tooltip=(
                     "Model name on the server; empty takes the first one it lists."
-                )}),
-                "dtype": (list(DTYPES), {"default": "auto", "tooltip": "Local models: auto = fp16 on GPUs, bf16 on CPU."}),
-                "quantize": (QUANTIZE, {"default": "none", "tooltip": (
+                )),
+                io.Combo.Input("dtype", options=list(DTYPES), default="auto", tooltip=(
+                    "Weight precision of a local model. auto: fp16 on GPUs, bf16 on CPU. Ignored for a server."
+                )),
+                io.Combo.Input("quantize", options=QUANTIZE, default="none", tooltip=(
                     "Local models: load in 8 or 4 bits (needs the bitsandbytes package and CUDA). DialogGen in "
                     "4 bits takes about 5 GB instead of 15."
-                )}),
-                "keep_on_gpu": ("BOOLEAN", {"default": False, "tooltip": (
+                )),
+                io.Boolean.Input("keep_on_gpu", default=False, tooltip=(
                     "Keep a local LLM on the GPU between rewrites (faster, but it holds its memory while "
                     "HunyuanDiT draws). Off: it rests on the CPU."
-                )}),
-                "temperature": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 2.0, "step": 0.05, "tooltip": (
+                )),
+                io.Float.Input("temperature", default=-1.0, min=-1.0, max=2.0, step=0.05, tooltip=(
                     "Sampling temperature; 0 = greedy (always the same answer); -1 = the model's default "
                     "(DialogGen: the official 0.2)."
-                )}),
-                "max_new_tokens": ("INT", {"default": 512, "min": 16, "max": 4096, "tooltip": (
+                )),
+                io.Int.Input("max_new_tokens", default=512, min=16, max=4096, tooltip=(
                     "Longest answer in tokens (official DialogGen: 512)."
-                )}),
-                "llm_seed": ("INT", {"default": -1, "min": -1, "max": MAX_SEED, "tooltip": (
+                )),
+                io.Int.Input("llm_seed", default=-1, min=-1, max=MAX_SEED, tooltip=(
                     "Seed of the LLM's sampling: the same seed gives the same rewrite; -1 = not seeded."
-                )}),
-                "timeout": ("FLOAT", {"default": 120.0, "min": 1.0, "max": 3600.0, "tooltip": (
+                )),
+                io.Float.Input("timeout", default=120.0, min=1.0, max=3600.0, tooltip=(
                     "Seconds the server may take for a whole answer."
-                )}),
-            },
-            "optional": {
-                "allow_insecure_http": ("BOOLEAN", {"default": False, "tooltip": (
+                )),
+                io.Boolean.Input("allow_insecure_http", default=False, optional=True, tooltip=(
                     "Send the API key (HUNYUAN_REWRITER_API_KEY) to a server on another machine over "
                     "plain http://, where anyone on the network can read it. Off: such a server is refused "
                     "(https:// and servers on this machine need no opt-in)."
-                )}),
-            },
-        }
+                )),
+            ],
+            outputs=[
+                REWRITER.Output(display_name="rewriter", tooltip="The prompt rewriter."),
+                io.String.Output(display_name="info", tooltip="Which model and which sampling settings."),
+            ],
+        )
 
-    RETURN_TYPES = (REWRITER, "STRING")
-    RETURN_NAMES = ("rewriter", "info")
-    OUTPUT_TOOLTIPS = ("The prompt rewriter.", "Which model and which sampling settings.")
-    FUNCTION = "load"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "Loads a prompt rewriter for HunyuanDiT: DialogGen, a local chat LLM or an HTTP server."
-
-    def load(self, model: str, endpoint: str, server_model: str, dtype: str, quantize: str, keep_on_gpu: bool,
-             temperature: float, max_new_tokens: int, llm_seed: int, timeout: float, allow_insecure_http: bool = False):
+    @classmethod
+    def execute(cls, model: str, endpoint: str, server_model: str, dtype: str, quantize: str, keep_on_gpu: bool,
+                temperature: float, max_new_tokens: int, llm_seed: int, timeout: float,
+                allow_insecure_http: bool = False) -> io.NodeOutput:
         path = endpoint.strip() if model == SERVER else resolve_choice(model, (LLM_FOLDER, HUNYUAN_FOLDER))
         device = host.torch_device()
         rewriter = load_rewriter(
@@ -155,7 +159,7 @@ class HunyuanDiTRewriterLoader:
         options = rewriter.options
         info = (f"{rewriter.name}: temperature {options.temperature:g}, up to {options.max_new_tokens} new tokens"
                 + (f", seed {options.seed}" if options.seed is not None else ""))
-        return (rewriter, info)
+        return io.NodeOutput(rewriter, info)
 
 
 @dataclass(frozen=True)
@@ -174,72 +178,80 @@ def _load_image(path: str) -> torch.Tensor:
     return torch.from_numpy(array)[None].to(host.intermediate_device())
 
 
-class HunyuanDiTRewritePrompt:
+class HunyuanDiTRewritePrompt(io.ComfyNode):
     """Rewrites a request as the next turn of a named conversation that persists on disk."""
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "rewriter": (REWRITER, {"tooltip": "From HunyuanDiT Rewriter Loader."}),
-                "request": ("STRING", {"multiline": True, "default": "画一个木制的鸟", "tooltip": (
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HunyuanDiTRewritePrompt",
+            display_name="HunyuanDiT Rewrite Prompt (multi-turn)",
+            category=REWRITER_CATEGORY,
+            description=(
+                "Turns a short request into a rich HunyuanDiT prompt with the conversation so far, like the official "
+                "multi-turn demo; a refusal stops the run with the model's answer."
+            ),
+            inputs=[
+                REWRITER.Input("rewriter", tooltip="From HunyuanDiT Load Rewriter."),
+                io.String.Input("request", multiline=True, default="画一个木制的鸟", tooltip=(
                     "What to draw, or how to change the last picture (e.g. 变成玻璃的 / make it glass). "
                     "Each queue with a new request adds a turn to the conversation."
-                )}),
-                "session": ("STRING", {"default": "default", "tooltip": (
+                )),
+                io.String.Input("session", default="default", tooltip=(
                     "Conversation name. The conversation is saved under it, so queueing again continues it "
                     "(also after a restart); another name starts another conversation."
-                )}),
-                "undo_last": ("BOOLEAN", {"default": False, "tooltip": (
+                )),
+                io.Boolean.Input("undo_last", default=False, tooltip=(
                     "Drop the previous turn before this one: retry the last request instead of adding a turn. "
                     "While on, every queue replaces the last turn."
-                )}),
-                "reset": ("BOOLEAN", {"default": False, "tooltip": (
+                )),
+                io.Boolean.Input("reset", default=False, tooltip=(
                     "Start the conversation over with this request. While on, every queue is a first turn."
-                )}),
-                "session_seed": ("INT", {"default": 666, "min": 0, "max": MAX_SEED, "tooltip": (
+                )),
+                io.Int.Input("session_seed", default=666, min=0, max=MAX_SEED, tooltip=(
                     "Drawing seed of a new or reset conversation, given on the seed output (the official demo "
                     "keeps one seed, so that the subject stays the same while it changes)."
-                )}),
-                "reuse_seed": ("BOOLEAN", {"default": True, "tooltip": (
+                )),
+                io.Boolean.Input("reuse_seed", default=True, tooltip=(
                     "Every turn draws with the conversation's seed (subject consistency); off: seed + turn."
-                )}),
-                "img2img_strength": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": (
+                )),
+                io.Float.Input("img2img_strength", default=0.0, min=0.0, max=1.0, step=0.05, tooltip=(
                     "0 = off. Otherwise init_image is the previous turn's picture (remembered by HunyuanDiT "
                     "Remember Picture) and denoise this strength: wire them through VAE Encode to the sampler "
                     "to keep the composition."
-                )}),
-            },
-            "optional": {
-                "instruction": (INSTRUCTION, {"tooltip": "A saved instruction, applied before or after rewriting."}),
-                "text_encoder": (TEXT_ENCODER, {"tooltip": (
+                )),
+                INSTRUCTION.Input("instruction", optional=True, tooltip=(
+                    "A saved instruction, applied before or after rewriting."
+                )),
+                TEXT_ENCODER.Input("text_encoder", optional=True, tooltip=(
                     "Connect to cut the prompt with mT5's own tokenizer at its 256-token limit (otherwise "
                     "a cautious estimate is used)."
-                )}),
-            },
-            "hidden": {"unique_id": "UNIQUE_ID"},
-        }
+                )),
+            ],
+            outputs=[
+                io.String.Output(display_name="prompt", tooltip=(
+                    "The rewritten prompt: connect to HunyuanDiT Text Encode's positive input."
+                )),
+                io.Int.Output(display_name="seed", tooltip="This turn's drawing seed."),
+                io.Image.Output(display_name="init_image", tooltip=(
+                    "The previous picture when img2img is on, else a small black image."
+                )),
+                io.Float.Output(display_name="denoise", tooltip=(
+                    "img2img_strength when there is a previous picture, else 1 (draw from scratch)."
+                )),
+                io.String.Output(display_name="reply", tooltip="The model's raw answer."),
+                CONVERSATION.Output(display_name="conversation", tooltip=(
+                    "This turn of the conversation: connect to HunyuanDiT Remember Picture."
+                )),
+            ],
+            hidden=[io.Hidden.unique_id],
+        )
 
-    RETURN_TYPES = ("STRING", "INT", "IMAGE", "FLOAT", "STRING", CONVERSATION)
-    RETURN_NAMES = ("prompt", "seed", "init_image", "denoise", "reply", "conversation")
-    OUTPUT_TOOLTIPS = (
-        "The rewritten prompt: connect to HunyuanDiT Text Encode's positive input.",
-        "This turn's drawing seed.",
-        "The previous picture when img2img is on, else a small black image.",
-        "img2img_strength when there is a previous picture, else 1 (draw from scratch).",
-        "The model's raw answer.",
-        "This turn of the conversation: connect to HunyuanDiT Remember Picture.",
-    )
-    FUNCTION = "rewrite"
-    CATEGORY = CATEGORY
-    DESCRIPTION = (
-        "Turns a short request into a rich HunyuanDiT prompt with the conversation so far, like the official "
-        "multi-turn demo; a refusal stops the run with the model's answer."
-    )
-
-    def rewrite(self, rewriter, request: str, session: str, undo_last: bool, reset: bool, session_seed: int,
+    @classmethod
+    def execute(cls, rewriter, request: str, session: str, undo_last: bool, reset: bool, session_seed: int,
                 reuse_seed: bool, img2img_strength: float, instruction: Instruction | None = None,
-                text_encoder: TextEncoderHandle | None = None, unique_id: str | None = None):
+                text_encoder: TextEncoderHandle | None = None) -> io.NodeOutput:
+        unique_id = cls.hidden.unique_id
         counter = tokenizer_counter(text_encoder.encoder.mt5_tokenizer) if text_encoder is not None else None
         with _sessions().edit(session, seed=session_seed) as conversation:  # saved even when refused
             if reset:
@@ -263,30 +275,30 @@ class HunyuanDiTRewritePrompt:
         init = _load_image(result.init_image) if result.init_image else torch.zeros(
             1, _BLANK, _BLANK, 3, device=host.intermediate_device())
         outputs = (result.prompt, result.seed, init, float(result.strength or 1.0), result.reply, this_turn)
-        return {"ui": {"text": lines}, "result": outputs}
+        return io.NodeOutput(*outputs, ui={"text": lines})
 
 
-class HunyuanDiTConversationImage:
+class HunyuanDiTConversationImage(io.ComfyNode):
     """Remembers the turn's picture in the conversation (for img2img from the previous turn and the record)."""
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "images": ("IMAGE", {"tooltip": "This turn's picture (the first one of a batch is kept)."}),
-                "conversation": (CONVERSATION, {"tooltip": (
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HunyuanDiTConversationImage",
+            display_name="HunyuanDiT Remember Picture",
+            category=REWRITER_CATEGORY,
+            description="Stores the picture with its turn of the conversation (beside the conversation file).",
+            inputs=[
+                io.Image.Input("images", tooltip="This turn's picture (the first one of a batch is kept)."),
+                CONVERSATION.Input("conversation", tooltip=(
                     "From HunyuanDiT Rewrite Prompt: the turn this picture was drawn for."
-                )}),
-            },
-        }
+                )),
+            ],
+            is_output_node=True,
+        )
 
-    RETURN_TYPES = ()
-    OUTPUT_NODE = True
-    FUNCTION = "remember"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "Stores the picture with its turn of the conversation (beside the conversation file)."
-
-    def remember(self, images: torch.Tensor, conversation: ConversationTurn):
+    @classmethod
+    def execute(cls, images: torch.Tensor, conversation: ConversationTurn) -> io.NodeOutput:
         store = _sessions()
         pixels = (images[0].float().clamp(0, 1).cpu().numpy() * 255.0).round().astype(np.uint8)
         with store.edit(conversation.session) as session:
@@ -298,80 +310,77 @@ class HunyuanDiTConversationImage:
             path = save_new(store.image_dir(conversation.session), f"turn_{conversation.turn:03d}", ".png",
                             lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
             turns[index].image = str(path.resolve())
-        return {"ui": {"text": [f"turn {conversation.turn}: {path.name}"]}}
+        return io.NodeOutput(ui={"text": [f"turn {conversation.turn}: {path.name}"]})
 
 
-class HunyuanDiTInstruction:
+class HunyuanDiTInstruction(io.ComfyNode):
     """Picks a saved instruction (a prompt template such as ``{prompt}，水墨画风格``)."""
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"name": (_instructions().names(), {"tooltip": (
-            "Saved with HunyuanDiT Save Instruction (or built in). Templates marked 'before' shape the request "
-            "the LLM reads; the others are added to the rewritten prompt."
-        )})}}
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HunyuanDiTInstruction",
+            display_name="HunyuanDiT Saved Instruction",
+            category=REWRITER_CATEGORY,
+            description="A saved instruction for the prompt rewriter.",
+            inputs=[io.Combo.Input("name", options=_instructions().names(), tooltip=(
+                "Saved with HunyuanDiT Save Instruction (or built in). Templates marked 'before' shape the request "
+                "the LLM reads; the others are added to the rewritten prompt."
+            ))],
+            outputs=[
+                INSTRUCTION.Output(display_name="instruction", tooltip="Connect to HunyuanDiT Rewrite Prompt."),
+                io.String.Output(display_name="template", tooltip="The template text."),
+            ],
+        )
 
     @classmethod
-    def IS_CHANGED(cls, name: str):
+    def fingerprint_inputs(cls, name: str) -> str:
         """Run again when the saved template behind the name changes."""
         instruction = _instructions().get(name)
         return f"{instruction.position}:{instruction.template}"
 
-    RETURN_TYPES = (INSTRUCTION, "STRING")
-    RETURN_NAMES = ("instruction", "template")
-    OUTPUT_TOOLTIPS = ("Connect to HunyuanDiT Rewrite Prompt.", "The template text.")
-    FUNCTION = "pick"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "A saved instruction for the prompt rewriter."
-
-    def pick(self, name: str):
+    @classmethod
+    def execute(cls, name: str) -> io.NodeOutput:
         instruction = _instructions().get(name)
-        return (instruction, instruction.template)
+        return io.NodeOutput(instruction, instruction.template)
 
 
-class HunyuanDiTSaveInstruction:
+class HunyuanDiTSaveInstruction(io.ComfyNode):
     """Saves (or replaces) a named instruction in the user's folder, and passes it on."""
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "name": ("STRING", {"default": "my style", "tooltip": (
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HunyuanDiTSaveInstruction",
+            display_name="HunyuanDiT Save Instruction",
+            category=REWRITER_CATEGORY,
+            description="Saves a prompt template for HunyuanDiT Saved Instruction and the chat command.",
+            inputs=[
+                io.String.Input("name", default="my style", tooltip=(
                     "Name to save it under (replaces one of the same name)."
-                )}),
-                "template": ("STRING", {"multiline": True, "default": "{prompt}，水墨画风格", "tooltip": (
+                )),
+                io.String.Input("template", multiline=True, default="{prompt}，水墨画风格", tooltip=(
                     "The text with {prompt} where the prompt goes."
-                )}),
-                "position": (list(POSITIONS), {"default": "after", "tooltip": (
+                )),
+                io.Combo.Input("position", options=list(POSITIONS), default="after", tooltip=(
                     "before: applied to the request the LLM reads; after: added to the rewritten prompt."
-                )}),
-            },
-        }
+                )),
+            ],
+            outputs=[INSTRUCTION.Output(display_name="instruction", tooltip="Connect to HunyuanDiT Rewrite Prompt.")],
+            is_output_node=True,
+        )
 
-    RETURN_TYPES = (INSTRUCTION,)
-    RETURN_NAMES = ("instruction",)
-    OUTPUT_NODE = True
-    FUNCTION = "save"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "Saves a prompt template for HunyuanDiT Saved Instruction and the chat command."
-
-    def save(self, name: str, template: str, position: str):
+    @classmethod
+    def execute(cls, name: str, template: str, position: str) -> io.NodeOutput:
         instruction = Instruction(name.strip(), template, position)
         _instructions().save(instruction)
-        return {"ui": {"text": [f"saved {instruction.name!r}"]}, "result": (instruction,)}
+        return io.NodeOutput(instruction, ui={"text": [f"saved {instruction.name!r}"]})
 
 
-NODE_CLASS_MAPPINGS = {
-    "HunyuanDiTRewriterLoader": HunyuanDiTRewriterLoader,
-    "HunyuanDiTRewritePrompt": HunyuanDiTRewritePrompt,
-    "HunyuanDiTConversationImage": HunyuanDiTConversationImage,
-    "HunyuanDiTInstruction": HunyuanDiTInstruction,
-    "HunyuanDiTSaveInstruction": HunyuanDiTSaveInstruction,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "HunyuanDiTRewriterLoader": "HunyuanDiT Rewriter Loader (DialogGen / LLM)",
-    "HunyuanDiTRewritePrompt": "HunyuanDiT Rewrite Prompt (multi-turn)",
-    "HunyuanDiTConversationImage": "HunyuanDiT Remember Picture",
-    "HunyuanDiTInstruction": "HunyuanDiT Saved Instruction",
-    "HunyuanDiTSaveInstruction": "HunyuanDiT Save Instruction",
-}
+NODES = [
+    HunyuanDiTRewriterLoader,
+    HunyuanDiTRewritePrompt,
+    HunyuanDiTConversationImage,
+    HunyuanDiTInstruction,
+    HunyuanDiTSaveInstruction,
+]

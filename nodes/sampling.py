@@ -13,10 +13,11 @@ from hunyuan_core.settings.sizes import MULTIPLE, PRESETS, check_size, preset_la
 
 from . import host
 from ._common import (
-    CATEGORY,
     CONDITIONING,
     MODEL,
+    SAMPLING,
     ModelHandle,
+    io,
     latent_to_comfy,
     latent_to_core,
     mask_to_core,
@@ -33,73 +34,77 @@ def resolution_choices() -> list[str]:
     return [*RESOLUTIONS, CUSTOM]
 
 
-class HunyuanDiTSampler:
+class HunyuanDiTSampler(io.ComfyNode):
     """Denoises with the DiT; returns ComfyUI LATENT (unscaled SDXL latents, so VAEDecode works on it too)."""
 
     @classmethod
-    def INPUT_TYPES(cls):
+    def define_schema(cls) -> io.Schema:
         size = {"default": 1024, "min": MIN_SIZE, "max": MAX_SIZE, "step": MULTIPLE}
-        return {
-            "required": {
-                "model": (MODEL, {"tooltip": "The DiT from a HunyuanDiT loader."}),
-                "positive": (CONDITIONING, {"tooltip": "Encoded prompt: what to draw."}),
-                "negative": (CONDITIONING, {"tooltip": "Encoded negative prompt: what to avoid."}),
-                "resolution": (resolution_choices(), {"default": preset_label(1024, 1024), "tooltip": (
+        return io.Schema(
+            node_id="HunyuanDiTSampler",
+            display_name="HunyuanDiT Sampler",
+            category=SAMPLING,
+            description="Generates with HunyuanDiT: text-to-image, img2img (latent + denoise) or inpainting (mask).",
+            inputs=[
+                MODEL.Input("model", tooltip="The DiT from a HunyuanDiT loader."),
+                CONDITIONING.Input("positive", tooltip="Encoded prompt: what to draw."),
+                CONDITIONING.Input("negative", tooltip="Encoded negative prompt: what to avoid."),
+                io.Combo.Input("resolution", options=resolution_choices(), default=preset_label(1024, 1024), tooltip=(
                     "One of the 10 sizes HunyuanDiT was trained on, or custom to use width and height. "
                     "Ignored when a latent is connected (its size is used)."
-                )}),
-                "width": ("INT", {**size, "tooltip": "Width in pixels when resolution is custom (multiple of 16)."}),
-                "height": ("INT", {**size, "tooltip": "Height in pixels when resolution is custom (multiple of 16)."}),
-                "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": (
+                )),
+                io.Int.Input("width", display_name="width (custom only)", **size, tooltip=(
+                    "Width in pixels when resolution is custom (multiple of 16); ignored for the preset sizes."
+                )),
+                io.Int.Input("height", display_name="height (custom only)", **size, tooltip=(
+                    "Height in pixels when resolution is custom (multiple of 16); ignored for the preset sizes."
+                )),
+                io.Int.Input("steps", default=50, min=1, max=1000, tooltip=(
                     "Denoising steps (official: 50; distilled models: 25). With a latent and denoise < 1 only "
                     "the last denoise x steps run."
-                )}),
-                "cfg": ("FLOAT", {"default": 6.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01, "tooltip": (
+                )),
+                io.Float.Input("cfg", default=6.0, min=0.0, max=30.0, step=0.1, round=0.01, tooltip=(
                     "Classifier-free guidance scale (official: 6). 1 or less turns guidance off."
-                )}),
-                "guidance_rescale": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": (
+                )),
+                io.Float.Input("guidance_rescale", default=0.0, min=0.0, max=1.0, step=0.01, tooltip=(
                     "Rescales the guided prediction towards the conditional one's spread; fights over-exposure "
                     "at high cfg (0 = off, as official)."
-                )}),
-                "sampler_name": (list(SAMPLERS), {"default": "ddpm", "tooltip": (
-                    "Scheduler. ddpm, ddim and dpmms are the official ones; all use HunyuanDiT's schedule."
-                )}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True, "tooltip": (
+                )),
+                io.Combo.Input("sampler_name", options=list(SAMPLERS), default="ddpm", tooltip=(
+                    "The sampling algorithm. ddpm, ddim and dpmms are the official ones; all use HunyuanDiT's "
+                    "noise schedule."
+                )),
+                io.Int.Input("seed", default=0, min=0, max=MAX_SEED, control_after_generate=True, tooltip=(
                     "Noise seed; image i of a batch uses seed + i, so any image can be re-made alone."
-                )}),
-                "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": (
+                )),
+                io.Int.Input("batch_size", default=1, min=1, max=64, tooltip=(
                     "Images per run. With a latent input, each latent is repeated this many times."
-                )}),
-                "denoise": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip": (
+                )),
+                io.Float.Input("denoise", default=1.0, min=0.01, max=1.0, step=0.01, tooltip=(
                     "Only with a latent input: how much to change it (1 = start from pure noise)."
-                )}),
-            },
-            "optional": {
-                "latent": ("LATENT", {"tooltip": (
+                )),
+                io.Latent.Input("latent", optional=True, tooltip=(
                     "A starting image for img2img/inpainting (e.g. from HunyuanDiT VAE Encode or VAE Encode)."
-                )}),
-                "mask": ("MASK", {"tooltip": (
+                )),
+                io.Mask.Input("mask", optional=True, tooltip=(
                     "Inpainting: 1 (white) = repaint, 0 = keep the latent's content. Needs a latent. A LATENT "
                     "noise_mask (Set Latent Noise Mask) is used when this is not connected."
-                )}),
-            },
-            "hidden": {"unique_id": "UNIQUE_ID"},
-        }
-
-    RETURN_TYPES = ("LATENT",)
-    RETURN_NAMES = ("latent",)
-    OUTPUT_TOOLTIPS = (
-        "Unscaled SDXL latents: decode with HunyuanDiT VAE Decode, or ComfyUI's VAE Decode with an SDXL VAE.",
-    )
-    FUNCTION = "sample"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "Generates with HunyuanDiT: text-to-image, img2img (latent + denoise) or inpainting (mask)."
+                )),
+            ],
+            outputs=[io.Latent.Output(display_name="latent", tooltip=(
+                "Unscaled SDXL latents: decode with HunyuanDiT VAE Decode, or ComfyUI's VAE Decode with an SDXL VAE."
+            ))],
+            hidden=[io.Hidden.unique_id],
+        )
 
     @classmethod
-    def VALIDATE_INPUTS(cls, resolution, width, height):
-        """Reject a bad size before any model loads (ComfyUI then skips its own checks of these three)."""
+    def validate_inputs(cls, resolution, width, height, sampler_name) -> bool | str:
+        """Reject a bad size or sampler before any model loads (ComfyUI then skips its own checks of these four;
+        ComfyUI 0.3.64 does not check the values of V3 combos at all)."""
         if resolution is not None and resolution not in resolution_choices():
             return f"resolution '{resolution}' is not one of: {', '.join(resolution_choices())}"
+        if sampler_name is not None and sampler_name not in SAMPLERS:
+            return f"sampler_name '{sampler_name}' is not one of: {', '.join(SAMPLERS)}"
         if resolution == CUSTOM and width is not None and height is not None:
             try:
                 check_size(int(width), int(height))
@@ -107,11 +112,13 @@ class HunyuanDiTSampler:
                 return str(exc)
         return True
 
-    def sample(
-        self, model: ModelHandle, positive: TextEmbeddings, negative: TextEmbeddings, resolution: str, width: int, height: int, steps: int,
+    @classmethod
+    def execute(
+        cls, model: ModelHandle, positive: TextEmbeddings, negative: TextEmbeddings, resolution: str, width: int, height: int, steps: int,
         cfg: float, guidance_rescale: float, sampler_name: str, seed: int, batch_size: int, denoise: float,
-        latent: dict | None = None, mask: torch.Tensor | None = None, unique_id: str | None = None,
-    ):
+        latent: dict | None = None, mask: torch.Tensor | None = None,
+    ) -> io.NodeOutput:
+        unique_id = cls.hidden.unique_id
         init = None
         if latent is not None:
             init = latent_to_core(latent)
@@ -127,7 +134,7 @@ class HunyuanDiTSampler:
             batch_size = init.shape[0]
             if mask is not None and not mask.any():  # sampling would return the latent unchanged
                 host.show_text(unique_id, EMPTY_MASK)
-                return {"ui": {"text": [EMPTY_MASK]}, "result": (latent_to_comfy(init),)}
+                return io.NodeOutput(latent_to_comfy(init), ui={"text": [EMPTY_MASK]})
         elif mask is not None:
             raise InputError(
                 "inpainting: a mask was connected without a latent; connect the image to repaint "
@@ -149,8 +156,7 @@ class HunyuanDiTSampler:
         except NumericsError as exc:  # on the node itself, then as the node's error: never a silent black image
             host.show_text(unique_id, f"HunyuanDiT Sampler: {exc}")
             raise
-        return (latent_to_comfy(scaled),)
+        return io.NodeOutput(latent_to_comfy(scaled))
 
 
-NODE_CLASS_MAPPINGS = {"HunyuanDiTSampler": HunyuanDiTSampler}
-NODE_DISPLAY_NAME_MAPPINGS = {"HunyuanDiTSampler": "HunyuanDiT Sampler"}
+NODES = [HunyuanDiTSampler]

@@ -6,6 +6,8 @@ downloaded.
 """
 
 import os
+import sys
+import types
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -43,3 +45,56 @@ def tiny_comfy(tmp_path_factory):
 def tiny_bert_vocab(tiny_comfy):
     """The BERT vocab.txt written beside ``tiny_comfy`` (the all-in-one file carries none)."""
     return tiny_bert_vocab_path(tiny_comfy.parent)
+
+
+# ------------------------------------------------------------------------------- the real ComfyUI
+@pytest.fixture()
+def comfyui(monkeypatch):
+    """The pack inside ComfyUI for one test: the real ``comfy.model_management`` and ``folder_paths`` of the
+    in-process ComfyUI (tests/comfy_host.py) are where the pack looks for them; skipped without $COMFYUI_DIR."""
+    from comfy_host import comfyui_dir, comfyui_in_process
+
+    if comfyui_dir() is None:
+        pytest.skip("set COMFYUI_DIR to a ComfyUI >= 0.3.64 source tree to test the node pack in its host")
+    process = comfyui_in_process()
+    for name, module in process.modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    from nodes import host
+
+    host.register_model_folder("hunyuan", "hunyuan")
+    host.register_model_folder("LLM", "LLM")
+    return process
+
+
+@pytest.fixture()
+def node_texts(monkeypatch):
+    """Texts the nodes show through ``PromptServer.instance.send_progress_text`` as ``(node_id, text)``.
+
+    A stand-in for ComfyUI's ``server`` module, which cannot be imported into the test process (see
+    tests/comfy_host.py); the server tests check the same texts in the nodes' ``ui`` outputs."""
+    texts: list[tuple[str, str]] = []
+
+    class PromptServer:
+        def send_progress_text(self, text, node_id, sid=None):
+            texts.append((str(node_id), text))
+
+    PromptServer.instance = PromptServer()
+    monkeypatch.setitem(sys.modules, "server", types.SimpleNamespace(PromptServer=PromptServer))
+    return texts
+
+
+@pytest.fixture(scope="session")
+def comfyui_server(tmp_path_factory):
+    """One real ComfyUI server for the session, on the tiny models; skipped without $COMFYUI_DIR."""
+    from comfy_host import comfyui_dir, start_server
+    from comfy_models import tiny_models
+
+    if comfyui_dir() is None:
+        pytest.skip("set COMFYUI_DIR to a ComfyUI >= 0.3.64 source tree to run workflows in a real ComfyUI")
+    folders = tiny_models()
+    process, server = start_server(folders.models, folders.input, tmp_path_factory.mktemp("comfyui_server"))
+    try:
+        yield server
+    finally:
+        process.terminate()
+        process.wait(timeout=60)

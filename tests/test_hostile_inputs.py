@@ -13,7 +13,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from comfy_graph import call_node
+from comfy_host import require_comfyui
+from comfy_host import run_node as call_node
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -309,9 +310,10 @@ def test_cli_refuses_bad_generate_arguments_in_one_line_before_building_a_model(
 # -------------------------------------------------------------------------------------- 6. nodes
 @pytest.fixture
 def handles(pipe):
+    require_comfyui()
     from nodes._common import ModelHandle, TextEncoderHandle
 
-    return (ModelHandle(pipe.dit, "1.2", "tiny"), TextEncoderHandle(pipe.text_encoder, keep_on_gpu=False, source="tiny"))
+    return (ModelHandle(pipe.dit), TextEncoderHandle(pipe.text_encoder, keep_on_gpu=False))
 
 
 @pytest.fixture
@@ -357,7 +359,7 @@ def test_sampler_node_reports_non_finite_latents_on_the_node(pipe, handles, show
     from nodes.sampling import HunyuanDiTSampler
 
     (pos, neg), _ = call_node(HunyuanDiTTextEncode, text_encoder=handles[1], positive="猫", negative="")
-    broken = ModelHandle(broken_dit(pipe), "1.2", "tiny")
+    broken = ModelHandle(broken_dit(pipe))
     with pytest.raises(NumericsError, match="NaN/Inf latents"):
         call_node(HunyuanDiTSampler, unique_id="3", model=broken, positive=pos, negative=neg, **NODE_SMALL)
     assert len(shown) == 1 and shown[0][0] == "3" and "HunyuanDiT Sampler: sampling produced NaN/Inf" in shown[0][1]

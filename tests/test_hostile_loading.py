@@ -22,7 +22,7 @@ from pathlib import Path
 import huggingface_hub.constants
 import pytest
 import torch
-from comfy_graph import call_node
+from comfy_host import require_comfyui, run_node
 from comfy_models import DIT_ONLY, VAE_FILE, tiny_models
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -32,8 +32,6 @@ import hunyuan_core as hy
 from hunyuan_core.formats import files as files_module
 from hunyuan_core.errors import ModelFileError, NumericsError
 from hunyuan_core.formats.files import read_checkpoint
-from nodes import host
-from nodes.loaders import HunyuanDiTCheckpointLoader, HunyuanDiTTextEncoderLoader
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -420,6 +418,9 @@ def test_offline_switches_every_flag_and_restores_them_when_the_last_user_leaves
 @pytest.fixture()
 def wrong_checkpoints(tmp_path, monkeypatch, dit_sd):
     """A models/ folder whose checkpoints/ holds files of the wrong kind, and truncated ones."""
+    require_comfyui()
+    from nodes import host
+
     tiny = tiny_models().models
     checkpoints = tmp_path / "models" / "checkpoints"
     checkpoints.mkdir(parents=True)
@@ -447,13 +448,15 @@ WRONG_FILES = {
 
 @pytest.mark.parametrize("name", sorted(WRONG_FILES))
 def test_checkpoint_and_text_encoder_loaders_name_what_a_wrong_file_is(wrong_checkpoints, name):
+    from nodes.loaders import HunyuanDiTCheckpointLoader, HunyuanDiTTextEncoderLoader
+
     choice = f"checkpoints/{name}"
     with pytest.raises(ModelFileError, match=WRONG_FILES[name]) as err:
-        call_node(HunyuanDiTCheckpointLoader, ckpt_name=choice, variant="auto", dtype="auto",
+        run_node(HunyuanDiTCheckpointLoader, ckpt_name=choice, variant="auto", dtype="auto",
                   text_encoder_policy="offload after encoding")
     assert str(wrong_checkpoints / name) in str(err.value)
     with pytest.raises(ModelFileError, match=WRONG_FILES[name]):
-        call_node(HunyuanDiTTextEncoderLoader, source=choice, dtype="auto", policy="keep on GPU",
+        run_node(HunyuanDiTTextEncoderLoader, source=choice, dtype="auto", policy="keep on GPU",
                   bert_file="none", mt5_file="none")
     if name != "dit_only.safetensors":
         assert "DiT-only" not in str(err.value)

@@ -27,8 +27,12 @@ from PIL import Image
 from hunyuan_core.errors import InputError, OutputError
 from hunyuan_core.rewriter import BUILTIN_INSTRUCTIONS, Instruction, InstructionStore, Session, SessionStore
 from hunyuan_core.rewriter.rewriter import RewriteResult
-from nodes import host
-from nodes.rewriter import HunyuanDiTConversationImage, HunyuanDiTInstruction, HunyuanDiTRewritePrompt
+from comfy_host import require_comfyui, run_node
+
+require_comfyui()  # the rewriter nodes are driven here (on the pack's host outside ComfyUI)
+
+from nodes import host  # noqa: E402
+from nodes.rewriter import HunyuanDiTConversationImage, HunyuanDiTInstruction, HunyuanDiTRewritePrompt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TURN = dict(undo_last=False, reset=False, session_seed=5, reuse_seed=True, img2img_strength=0.0)
@@ -46,7 +50,8 @@ class EchoRewriter:
 
 
 def rewrite(request: str, session: str = "shared", **changes) -> tuple:
-    return HunyuanDiTRewritePrompt().rewrite(EchoRewriter(), request, session, **TURN | changes)["result"]
+    return run_node(HunyuanDiTRewritePrompt, rewriter=EchoRewriter(), request=request, session=session,
+                    **TURN | changes)[0]
 
 
 @pytest.fixture()
@@ -131,7 +136,7 @@ def test_damaged_instructions_file_is_skipped_and_kept_as_bak(user):
     path.parent.mkdir(parents=True)
     path.write_bytes(b'{"instructions": [{"name": "ink", "templ')
     with pytest.warns(UserWarning, match="instructions.json' is not valid JSON"):
-        names = HunyuanDiTInstruction.INPUT_TYPES()["required"]["name"][0]
+        names = HunyuanDiTInstruction.INPUT_TYPES()["required"]["name"][1]["options"]
     assert names == [i.name for i in BUILTIN_INSTRUCTIONS]
     with pytest.warns(UserWarning, match="kept as '.*instructions.json.bak'"):
         InstructionStore(user).save(Instruction("mine", "{prompt}!"))
@@ -335,7 +340,7 @@ def test_pictures_from_elsewhere_are_copied_into_the_session_folder(tmp_path):
 def test_remember_picture_never_replaces_a_picture(user, monkeypatch):
     *_, turn = rewrite("画一只猫", "p")
     picture = torch.full((1, 8, 8, 3), 0.5)
-    HunyuanDiTConversationImage().remember(picture, turn)
+    run_node(HunyuanDiTConversationImage, images=picture, conversation=turn)
     first = SessionStore(user / "sessions").image_dir("p") / "turn_001.png"
     before = first.read_bytes()
 
@@ -345,10 +350,10 @@ def test_remember_picture_never_replaces_a_picture(user, monkeypatch):
 
     with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
         patch.setattr(Image.Image, "save", interrupted)
-        HunyuanDiTConversationImage().remember(picture, turn)
+        run_node(HunyuanDiTConversationImage, images=picture, conversation=turn)
     assert first.read_bytes() == before and [p.name for p in first.parent.iterdir()] == ["turn_001.png"]
-    ui = HunyuanDiTConversationImage().remember(torch.zeros(1, 8, 8, 3), turn)
-    assert ui["ui"]["text"] == ["turn 1: turn_001_00001_.png"] and first.read_bytes() == before
+    ui = run_node(HunyuanDiTConversationImage, images=torch.zeros(1, 8, 8, 3), conversation=turn)[1]
+    assert ui["text"] == ["turn 1: turn_001_00001_.png"] and first.read_bytes() == before
     assert SessionStore(user / "sessions").load("p").turns[0].image.endswith("turn_001_00001_.png")
 
 
@@ -367,7 +372,7 @@ def test_renaming_the_conversation_moves_its_pictures_too(user):
     picture = torch.full((1, 8, 8, 3), 0.25)
     for name in ("multiturn", "other"):  # the name typed once, in Rewrite Prompt
         *_, turn = rewrite("画一只猫", name)
-        HunyuanDiTConversationImage().remember(picture, turn)
+        run_node(HunyuanDiTConversationImage, images=picture, conversation=turn)
     store = SessionStore(user / "sessions")
     for name in ("multiturn", "other"):
         turns = store.load(name).turns

@@ -1,6 +1,7 @@
-"""The rewriter nodes and the multi-turn workflow, without ComfyUI, on tiny models: pickers, a conversation
-that continues across queues and processes' worth of state on disk, undo/reset, refusals, the previous
-picture for img2img, saved instructions."""
+"""The rewriter nodes on tiny models (run as ComfyUI's executor runs V3 nodes, on the pack's host outside
+ComfyUI): pickers, a conversation that continues across queues with its state on disk, undo/reset, refusals,
+the previous picture for img2img, saved instructions; and the multi-turn workflow queued turn after turn on
+a real ComfyUI server."""
 
 from __future__ import annotations
 
@@ -10,19 +11,21 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from comfy_graph import Executor, call_node, check_ui_workflow, to_api_prompt
-from comfy_host import CORE_NODES, OUTPUT_DIR_ENV, ROOT
+from comfy_host import ROOT, require_comfyui, to_api_prompt
+from comfy_host import run_node as call_node
 from comfy_models import DIALOGGEN, tiny_models
 
-from hunyuan_core.errors import InputError
-from hunyuan_core.rewriter import SessionStore
-from hunyuan_core.rewriter.tiny import (
+require_comfyui()
+
+from hunyuan_core.errors import InputError  # noqa: E402
+from hunyuan_core.rewriter import SessionStore  # noqa: E402
+from hunyuan_core.rewriter.tiny import (  # noqa: E402
     DIALOGGEN_REPLY,
     make_tiny_chat_llm,
     make_tiny_dialoggen,
 )
-from nodes import collect_mappings, host
-from nodes.rewriter import (
+from nodes import host  # noqa: E402
+from nodes.rewriter import (  # noqa: E402
     SERVER,
     HunyuanDiTConversationImage,
     HunyuanDiTInstruction,
@@ -43,7 +46,6 @@ TURN = dict(session="s", undo_last=False, reset=False, session_seed=666, reuse_s
 def env(tmp_path, monkeypatch):
     """Tiny models (DialogGen in models/LLM/dialoggen) and a ComfyUI user folder of our own."""
     monkeypatch.setenv(host.MODELS_DIR_ENV, str(tiny_models().models))
-    monkeypatch.setenv(OUTPUT_DIR_ENV, str(tmp_path / "output"))
     monkeypatch.setattr(host, "user_directory", lambda: str(tmp_path / "user"))
     return tmp_path / "user" / "hunyuan-dit"
 
@@ -108,12 +110,12 @@ def test_refusal_stops_the_run_with_the_models_answer(env, tmp_path, monkeypatch
 def test_saved_instructions_are_picked_and_applied(rewriter, env):
     (saved,), ui = call_node(HunyuanDiTSaveInstruction, name="ink", template="{prompt}，水墨画风格", position="after")
     assert ui["text"] == ["saved 'ink'"]
-    assert "ink" in HunyuanDiTInstruction.INPUT_TYPES()["required"]["name"][0]
+    assert "ink" in HunyuanDiTInstruction.INPUT_TYPES()["required"]["name"][1]["options"]
     (picked, template), _ = call_node(HunyuanDiTInstruction, name="ink")
     assert picked == saved and template == "{prompt}，水墨画风格"
-    before = HunyuanDiTInstruction.IS_CHANGED(name="ink")
+    before = HunyuanDiTInstruction.fingerprint_inputs(name="ink")
     call_node(HunyuanDiTSaveInstruction, name="ink", template="{prompt}，淡墨", position="after")
-    assert HunyuanDiTInstruction.IS_CHANGED(name="ink") != before
+    assert HunyuanDiTInstruction.fingerprint_inputs(name="ink") != before
     (prompt, *_), _ = call_node(HunyuanDiTRewritePrompt, rewriter=rewriter, request="画一个木制的鸟",
                                 instruction=picked, **TURN)
     assert prompt == f"{DRAWN}，水墨画风格"
@@ -133,35 +135,31 @@ def test_exact_mt5_count_with_the_text_encoder(rewriter, env):
     assert DRAWN in counted
 
 
-def test_multiturn_workflow_runs_turn_after_turn(env):
-    pack = {**collect_mappings()[0], **CORE_NODES}
-    workflow = json.loads(WORKFLOW.read_text(encoding="utf-8"))
-    assert check_ui_workflow(workflow, pack) == []
-    prompt = to_api_prompt(workflow, pack)
+def test_multiturn_workflow_runs_turn_after_turn_in_real_comfyui(comfyui_server):
+    prompt = to_api_prompt(json.loads(WORKFLOW.read_text(encoding="utf-8")), comfyui_server.object_info)
     sampler = next(n for n in prompt.values() if n["class_type"] == "HunyuanDiTSampler")
     sampler["inputs"].update(resolution="custom (width x height below)", width=64, height=64, steps=2)
     rewrite = next(nid for nid, n in prompt.items() if n["class_type"] == "HunyuanDiTRewritePrompt")
     encode = next(n for n in prompt.values() if n["class_type"] == "HunyuanDiTTextEncode")
     assert encode["inputs"]["positive"] == [rewrite, 0]  # the rewritten prompt feeds the bilingual encoder
+    prompt[rewrite]["inputs"]["session"] = "multiturn-queues"  # a conversation of this test alone
+    sessions = SessionStore(comfyui_server.base / "user" / "hunyuan-dit" / "sessions")
 
-    executor = Executor(pack)
-    executor.run(prompt)
-    assert executor.outputs[rewrite][0] == DRAWN
-    executor.run(prompt)
-    assert executor.executed == []  # queued again unchanged: no new turn
-    second = copy.deepcopy(prompt)
-    second[rewrite]["inputs"]["request"] = "变成玻璃的"
-    executor.run(second)
-    assert rewrite in executor.executed and not any("Loader" in prompt[n]["class_type"] for n in executor.executed)
-    session = SessionStore(env / "sessions").load("multiturn")
+    def queue(request: str) -> set[str]:
+        prompt[rewrite]["inputs"]["request"] = request
+        entry = comfyui_server.run(copy.deepcopy(prompt))
+        assert entry["status"]["status_str"] == "success", entry["status"]
+        cached = {n for kind, data in entry["status"]["messages"] if kind == "execution_cached" for n in data["nodes"]}
+        return set(prompt) - cached
+
+    queue("画一个木制的鸟")
+    assert sessions.load("multiturn-queues").turns[0].prompt == DRAWN
+    assert queue("画一个木制的鸟") == set()  # queued again unchanged: no new turn
+    ran = queue("变成玻璃的")
+    assert rewrite in ran and not any("Loader" in prompt[n]["class_type"] for n in ran)
+    session = sessions.load("multiturn-queues")
     assert [t.request for t in session.turns] == ["画一个木制的鸟", "变成玻璃的"]
     assert all(t.image and t.seed == 666 for t in session.turns)
-
-    fresh = Executor(pack)  # ComfyUI restarted: the conversation comes back from disk
-    third = copy.deepcopy(second)
-    third[rewrite]["inputs"]["request"] = "放在桌上"
-    fresh.run(third)
-    assert len(SessionStore(env / "sessions").load("multiturn").turns) == 3
 
 
 def test_server_loader_sends_the_key_over_plain_http_to_another_machine_only_when_allowed(env, monkeypatch):

@@ -1,5 +1,6 @@
 """The upscale nodes: model picker and loading, IMAGE → IMAGE, ComfyUI's own UPSCALE_MODEL, progress per
-tile and interruption through ComfyUI's hooks (a recording fake of its modules), and the workflow."""
+tile and interruption through the real ComfyUI's hooks (in this process), and the workflow's widgets as
+the real server reads them (the workflow itself runs in tests/test_workflows.py)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,14 @@ import json
 
 import pytest
 import torch
-from comfy_graph import check_ui_workflow, to_api_prompt, validate_prompt
-from comfy_host import CORE_NODES, ROOT
-from fake_comfyui import FakeComfyUI, InterruptProcessingException
+from comfy_host import ROOT, require_comfyui, run_node, to_api_prompt
 
-from hunyuan_core.upscaler import Upscaler
-from hunyuan_core.upscaler.tiny import make_tiny_upscaler
-from nodes import host
-from nodes.upscale import (
-    NODE_CLASS_MAPPINGS,
-    HunyuanDiTUpscale,
-    HunyuanDiTUpscaleModelLoader,
-)
+require_comfyui()
+
+from hunyuan_core.upscaler import Upscaler  # noqa: E402
+from hunyuan_core.upscaler.tiny import make_tiny_upscaler  # noqa: E402
+from nodes import host  # noqa: E402
+from nodes.upscale import NODES, HunyuanDiTUpscale, HunyuanDiTUpscaleModelLoader  # noqa: E402
 
 WORKFLOW = ROOT / "workflows" / "hunyuan_dit_t2i_upscale.json"
 
@@ -32,13 +29,13 @@ def models_dir(tmp_path, monkeypatch):
     return root
 
 
-@pytest.fixture()
-def comfyui(tmp_path, models_dir, monkeypatch):
-    fake = FakeComfyUI(tmp_path / "comfyui", models_dir)
-    fake.modules["folder_paths"].folder_names_and_paths["upscale_models"] = (
-        [str(models_dir / "upscale_models")], {".pth", ".safetensors"})
-    fake.install(monkeypatch)
-    return fake
+def load(model_name: str, dtype: str) -> tuple[Upscaler, dict]:
+    (upscaler,), ui = run_node(HunyuanDiTUpscaleModelLoader, model_name=model_name, dtype=dtype)
+    return upscaler, ui
+
+
+def upscale(model, image: torch.Tensor, **options) -> torch.Tensor:
+    return run_node(HunyuanDiTUpscale, upscale_model=model, image=image, **options)[0][0]
 
 
 def images(batch: int = 2, height: int = 20, width: int = 30, channels: int = 3) -> torch.Tensor:
@@ -46,62 +43,55 @@ def images(batch: int = 2, height: int = 20, width: int = 30, channels: int = 3)
 
 
 def test_loader_lists_and_loads_upscale_models(models_dir):
-    choices = HunyuanDiTUpscaleModelLoader.INPUT_TYPES()["required"]["model_name"][0]
+    choices = HunyuanDiTUpscaleModelLoader.INPUT_TYPES()["required"]["model_name"][1]["options"]
     assert choices == ["RealESRGAN_x4plus.pth", "compact/realesr-general-x2.safetensors"]
-    out = HunyuanDiTUpscaleModelLoader().load("compact/realesr-general-x2.safetensors", "auto")
-    upscaler = out["result"][0]
+    upscaler, ui = load("compact/realesr-general-x2.safetensors", "auto")
     assert isinstance(upscaler, Upscaler) and upscaler.scale == 2 and upscaler.device.type == "cpu"
-    assert out["ui"]["text"] == ["SRVGGNetCompact x2 (float32) from compact/realesr-general-x2.safetensors"]
+    assert ui["text"] == ["SRVGGNetCompact x2 (float32) from compact/realesr-general-x2.safetensors"]
 
 
 def test_upscale_node_image_to_image(models_dir):
-    upscaler = HunyuanDiTUpscaleModelLoader().load("RealESRGAN_x4plus.pth", "fp32")["result"][0]
-    node = HunyuanDiTUpscale()
-    (out,) = node.upscale(upscaler, images(), tile=512, overlap=32, scale=0.0)
+    upscaler, _ = load("RealESRGAN_x4plus.pth", "fp32")
+    out = upscale(upscaler, images(), tile=512, overlap=32, scale=0.0)
     assert out.shape == (2, 80, 120, 3) and out.dtype == torch.float32
-    (half,) = node.upscale(upscaler, images(channels=4), tile=64, overlap=8, scale=2.0)
+    half = upscale(upscaler, images(channels=4), tile=64, overlap=8, scale=2.0)
     assert half.shape == (2, 40, 60, 4)
 
 
-def test_progress_per_tile_and_interrupt_in_comfyui(comfyui):
-    upscaler = HunyuanDiTUpscaleModelLoader().load("RealESRGAN_x4plus.pth", "auto")["result"][0]
-    node = HunyuanDiTUpscale()
-    node.upscale(upscaler, images(2, 70, 80), tile=64, overlap=16, scale=0.0)
+def test_progress_per_tile_and_interrupt_in_comfyui(comfyui, monkeypatch):
+    import comfy.utils
+
+    mm = comfyui.modules["comfy.model_management"]
+    calls = []
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda value, total, preview, node_id=None:
+                        calls.append(("progress", value, total)))
+    monkeypatch.setattr(mm, "free_memory", lambda *args, **kwargs: calls.append(("free_memory", *args)))
+    upscaler, _ = load("RealESRGAN_x4plus.pth", "auto")  # from ComfyUI's models/upscale_models
+    upscale(upscaler, images(2, 70, 80), tile=64, overlap=16, scale=0.0)
     total = upscaler.count_tiles(2, 70, 80, 64, 16)
     assert total == 8
-    assert ("ProgressBar", total) in comfyui.calls
-    assert [c for c in comfyui.calls if c[0] == "progress"] == [("progress", i, total) for i in range(1, total + 1)]
-    assert any(c[0] == "free_memory" for c in comfyui.calls)
+    assert [c for c in calls if c[0] == "progress"] == [("progress", i, total) for i in range(1, total + 1)]
+    assert any(c[0] == "free_memory" for c in calls)
 
-    comfyui.interrupted = True
-    with pytest.raises(InterruptProcessingException):
-        node.upscale(upscaler, images(1, 100, 90), tile=64, overlap=16, scale=0.0)
-    assert upscaler.device.type == "cpu"
+    mm.interrupt_current_processing(True)  # what POST /interrupt does
+    with pytest.raises(mm.InterruptProcessingException):
+        upscale(upscaler, images(1, 100, 90), tile=64, overlap=16, scale=0.0)
+    assert upscaler.device.type == "cpu" and not mm.processing_interrupted()
 
 
 def test_accepts_comfyuis_own_upscale_model(models_dir):
     spandrel = pytest.importorskip("spandrel")
     path = models_dir / "upscale_models" / "RealESRGAN_x4plus.pth"
     descriptor = spandrel.ModelLoader().load_from_file(str(path)).eval()
-    ours = HunyuanDiTUpscaleModelLoader().load("RealESRGAN_x4plus.pth", "fp32")["result"][0]
-    node = HunyuanDiTUpscale()
-    (theirs_out,) = node.upscale(descriptor, images(), tile=512, overlap=32, scale=0.0)
-    (ours_out,) = node.upscale(ours, images(), tile=512, overlap=32, scale=0.0)
+    ours, _ = load("RealESRGAN_x4plus.pth", "fp32")
+    theirs_out = upscale(descriptor, images(), tile=512, overlap=32, scale=0.0)
+    ours_out = upscale(ours, images(), tile=512, overlap=32, scale=0.0)
     torch.testing.assert_close(theirs_out, ours_out, atol=1e-5, rtol=1e-5)
     assert descriptor.dtype == torch.float32  # ComfyUI's object is left as ComfyUI made it
 
 
-def test_workflow_matches_the_nodes(models_dir, monkeypatch):
-    from nodes import collect_mappings
-
-    (models_dir / "checkpoints").mkdir()
-    (models_dir / "checkpoints" / "hunyuan_dit_1.2.safetensors").write_bytes(b"")
-    mappings, _names, failures = collect_mappings()
-    assert "upscale" not in failures
-    mappings = {**mappings, **CORE_NODES}
-    workflow = json.loads(WORKFLOW.read_text())
-    assert check_ui_workflow(workflow, mappings) == []
-    prompt = validate_prompt(to_api_prompt(workflow, mappings), mappings)
-    upscale = next(n for n in prompt.values() if n["class_type"] == "HunyuanDiTUpscale")
-    assert upscale["inputs"]["scale"] == 2.0
-    assert set(NODE_CLASS_MAPPINGS) <= {n["class_type"] for n in prompt.values()}
+def test_workflow_uses_both_upscale_nodes_at_scale_2(comfyui_server):
+    prompt = to_api_prompt(json.loads(WORKFLOW.read_text()), comfyui_server.object_info)
+    upscale_node = next(n for n in prompt.values() if n["class_type"] == "HunyuanDiTUpscale")
+    assert upscale_node["inputs"]["scale"] == 2.0
+    assert {cls.GET_SCHEMA().node_id for cls in NODES} <= {n["class_type"] for n in prompt.values()}
