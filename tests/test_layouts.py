@@ -60,7 +60,7 @@ def test_dit_only_files_with_any_prefix_and_wrapper(tiny_official, tmp_path):
     torch.save({"state_dict": sd, "epoch": 3}, tmp_path / "kohya.ckpt")
     for name in [*variants, "deepspeed.pt", "kohya.ckpt"]:
         dit = hy.load_dit(tmp_path / name, device="cpu")
-        assert dit.version == base.version
+        assert dit.config.version == base.config.version
         loaded = dit.state_dict()
         assert all(torch.equal(loaded[k], sd[k]) for k in sd), name
     module = hy.load_dit(tmp_path / "deepspeed.pt", device="cpu", variant="module")

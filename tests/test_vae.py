@@ -5,15 +5,14 @@ import torch
 from safetensors.torch import save_file
 
 from hunyuan_core.errors import InputError, ModelFileError
-from hunyuan_core.formats.convert import vae_to_ldm
+from hunyuan_core.formats.all_in_one import vae_to_ldm
 from hunyuan_core.formats.files import read_state_dict
-from hunyuan_core.model.vae import (
-    decode_latents,
-    encode_images,
+from hunyuan_core.formats.vae_files import (
     load_vae_from_folder,
     load_vae_from_ldm_state_dict,
     vae_config_from_ldm,
 )
+from hunyuan_core.model.vae import decode_latents, encode_images
 
 SF = 0.13025
 
