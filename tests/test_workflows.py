@@ -251,7 +251,7 @@ def test_bad_widgets_are_rejected_before_any_model_loads(pack, monkeypatch, edit
     def must_not_load(*args, **kwargs):
         raise AssertionError("a model was loaded for a prompt that should have been rejected")
 
-    monkeypatch.setattr(nodes.loaders, "load_pipeline", must_not_load)
+    monkeypatch.setattr(nodes.loaders, "load_parts", must_not_load)
     workflow = json.loads((ROOT / "workflows" / "hunyuan_dit_t2i_all_in_one.json").read_text(encoding="utf-8"))
     prompt = to_api_prompt(workflow, pack)
     sampler = next(nid for nid, node in prompt.items() if node["class_type"] == "HunyuanDiTSampler")
