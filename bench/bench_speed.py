@@ -62,7 +62,6 @@ def make_models(device, dtype):
         use_style_cond_and_image_meta_size=False,
     )
     theirs.load_state_dict(official_to_diffusers(ours.state_dict()))
-    ours.version = "1.2"
     return ours.to(device, dtype).eval(), theirs.to(device, dtype).eval()
 
 
@@ -99,11 +98,8 @@ def shared_components(device, dtype):
     from diffusers import AutoencoderKL
     from transformers import BertConfig, BertModel, T5Config, T5EncoderModel
 
-    from hunyuan_core.model.text_encoder import (
-        BilingualTextEncoder,
-        load_bert_tokenizer,
-        load_mt5_tokenizer,
-    )
+    from hunyuan_core.formats.text_encoder_files import load_bert_tokenizer, load_mt5_tokenizer
+    from hunyuan_core.model.text_encoder import BilingualTextEncoder
     from hunyuan_core.tiny import TINY_VAE, make_tiny
 
     root = make_tiny(tempfile.mkdtemp(prefix="hydit-bench-"), layout="official") / "t2i"

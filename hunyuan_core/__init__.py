@@ -6,7 +6,7 @@
 """
 
 from .errors import HunyuanError, InputError, ModelFileError
-from .loaders import load_dit, load_text_encoder, load_vae
+from .loaders import load_dit, load_parts, load_text_encoder, load_vae
 from .pipeline import HunyuanDiTPipeline, PipelineOutput, load_pipeline
 from .rewriter import load_rewriter
 from .sampling.loop import sample
@@ -16,6 +16,6 @@ from .upscaler import Upscaler, load_upscaler, upscale_images
 
 __all__ = [
     "HunyuanDiTPipeline", "HunyuanError", "InputError", "ModelFileError", "PRESETS", "PipelineOutput", "SAMPLERS",
-    "Upscaler", "load_dit", "load_pipeline", "load_rewriter", "load_text_encoder", "load_upscaler", "load_vae",
+    "Upscaler", "load_dit", "load_parts", "load_pipeline", "load_rewriter", "load_text_encoder", "load_upscaler", "load_vae",
     "sample", "upscale_images",
 ]

@@ -5,21 +5,18 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from PIL import Image
 
 from .errors import InputError
-from .formats.layouts import find_model_files, require_whole_model
 from .images import pil_to_tensor as image_tensor
 from .images import tensor_to_pil
-from .loaders import build_dit, load_dit, load_text_encoder, load_vae, split_single_file
+from .loaders import load_parts
 from .model.dit import HunyuanDiT
 from .model.text_encoder import DEFAULT_NEGATIVE_PROMPT, BilingualTextEncoder, TextEmbeddings
 from .model.vae import decode_latents, encode_images
 from .sampling.loop import Progress, sample
-from .settings.devices import resolve_device, resolve_dtype
 from .settings.validate import check_beta_end, check_finite, check_prompts, check_sampling, check_texts
 
 
@@ -63,7 +60,7 @@ class HunyuanDiTPipeline:
 
     @property
     def version(self) -> str:
-        return self.dit.version
+        return self.dit.config.version
 
     @property
     def device(self) -> torch.device:
@@ -146,21 +143,6 @@ def load_pipeline(
     beta_end: float | None = None,
 ) -> HunyuanDiTPipeline:
     """Load a complete model from an official tree, a diffusers folder or a ComfyUI all-in-one file."""
-    from .model.text_encoder import load_text_encoder_from_single_file
-    from .model.vae import load_vae_from_ldm_state_dict
-
     check_beta_end(beta_end)
-    device = resolve_device(device)
-    dtype = resolve_dtype(dtype, device)
-    files = find_model_files(path, variant)
-    require_whole_model(files, "a pipeline's text encoders and VAE")
-    if files.is_single_file:
-        dit_sd, text_sd, vae_sd = split_single_file(Path(files.dit))
-        dit = build_dit(dit_sd, device, dtype, where=f"'{files.dit}'")
-        text_encoder = load_text_encoder_from_single_file(text_sd, bert_vocab=bert_vocab, device=device, dtype=dtype)
-        vae = load_vae_from_ldm_state_dict(vae_sd, device=device, dtype=dtype)
-    else:
-        dit = load_dit(path, device, dtype, variant)
-        text_encoder = load_text_encoder(path, device, dtype)
-        vae = load_vae(path, device, dtype)
-    return HunyuanDiTPipeline(dit, text_encoder, vae, beta_end=beta_end)
+    parts = load_parts(path, device=device, dtype=dtype, variant=variant, bert_vocab=bert_vocab)
+    return HunyuanDiTPipeline(parts.dit, parts.text_encoder, parts.vae, beta_end=beta_end)

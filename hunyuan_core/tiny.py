@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from .errors import InputError
-from .formats.convert import LAYOUTS, ModelParts, bert_vocab_beside, save_parts
+from .formats.all_in_one import bert_vocab_beside
+from .formats.convert import LAYOUTS, ModelParts, save_parts
 from .model.vae import SDXL_SCALING_FACTOR
 
 VERSIONS = ("1.2", "1.1")

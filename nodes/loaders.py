@@ -9,21 +9,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
 
-from hunyuan_core.formats import kinds
-from hunyuan_core.errors import InputError, ModelFileError
-from hunyuan_core.formats.files import read_state_dict
-from hunyuan_core.formats.layouts import VARIANTS as OFFICIAL_VARIANTS
-from hunyuan_core.loaders import load_dit, load_text_encoder, load_vae
-from hunyuan_core.model.text_encoder import (
-    SINGLE_FILE_BERT_PREFIX,
-    SINGLE_FILE_MT5_PREFIX,
-    SINGLE_FILE_SPIECE_KEY,
-    load_text_encoder_from_single_file,
-)
+from hunyuan_core.errors import InputError
+from hunyuan_core.formats.official import VARIANTS as OFFICIAL_VARIANTS
+from hunyuan_core.formats.two_files import load_text_encoder_from_files
+from hunyuan_core.loaders import load_dit, load_parts, load_text_encoder, load_vae
 from hunyuan_core.model.versions import VERSION_DEFAULTS
-from hunyuan_core.pipeline import load_pipeline
 
 from . import host
 from ._common import (
@@ -88,42 +79,6 @@ def bert_vocab_for(weights: str) -> str | None:
     return host.comfy_bert_vocab()
 
 
-def _read_encoder_file(path: str, kind: str, widget: str) -> dict[str, torch.Tensor]:
-    """The weights of one text encoder file, refused (after any truncation error) unless they are ``kind``."""
-    sd = read_state_dict(path, ("state_dict", "model"), widget)
-    found = kinds.describe_weights(sd)
-    if found != kind:
-        raise ModelFileError(f"{widget}: '{path}' is {found or 'no model this pack knows'}; expected {kind}")
-    return sd
-
-
-def load_text_encoder_from_files(bert_path: str, mt5_path: str, device, dtype):
-    """BERT and mT5 from two weight files (e.g. the official clip_text_encoder/pytorch_model.bin and
-    mt5/pytorch_model.bin copied into text_encoders/), read through the core's all-in-one loader.
-
-    mT5's tokenizer is the ``spiece.model`` beside the mT5 file; BERT's vocabulary follows
-    :func:`bert_vocab_for`. A file of another kind (swapped files, a VAE) is named for what it is.
-    """
-    bert = _read_encoder_file(bert_path, kinds.BERT, "bert_file")
-    mt5 = _read_encoder_file(mt5_path, kinds.T5, "mt5_file")
-    spiece = Path(mt5_path).parent / "spiece.model"
-    if not spiece.is_file():
-        raise ModelFileError(
-            f"mT5 tokenizer not found: expected '{spiece}' beside the mT5 weights (the spiece.model of the "
-            "official t2i/mt5/ folder or of google/mt5-xl)"
-        )
-    vocab = bert_vocab_for(bert_path)
-    if vocab is None:
-        raise ModelFileError(
-            f"BERT vocabulary not found: expected '{Path(bert_path).parent / BERT_TOKENIZER_FOLDER}/vocab.txt' "
-            "or a vocab.txt beside the BERT weights (outside ComfyUI nothing else provides one)"
-        )
-    combined = {SINGLE_FILE_BERT_PREFIX + k: v for k, v in bert.items()}
-    combined.update({SINGLE_FILE_MT5_PREFIX + k: v for k, v in mt5.items()})
-    combined[SINGLE_FILE_SPIECE_KEY] = torch.frombuffer(bytearray(spiece.read_bytes()), dtype=torch.uint8)
-    return load_text_encoder_from_single_file(combined, bert_vocab=vocab, device=device, dtype=dtype)
-
-
 def _text_encoder_handle(encoder, policy: str) -> TextEncoderHandle:
     return TextEncoderHandle(encoder, keep_on_gpu=policy == "keep on GPU")
 
@@ -170,18 +125,15 @@ class HunyuanDiTCheckpointLoader(io.ComfyNode):
         unique_id = cls.hidden.unique_id
         path = resolve_choice(ckpt_name, CHECKPOINT_FOLDERS)
         compute = host.torch_device()
-        pipe = load_pipeline(
-            path, device=host.offload_device(), dtype=resolve_dtype(dtype, compute),
+        parts = load_parts(  # the VAE in ComfyUI's VAE precision: a plain SDXL VAE overflows in fp16
+            path, device=host.offload_device(), dtype=resolve_dtype(dtype, compute), vae_dtype=host.vae_dtype(compute),
             variant=None if variant == "auto" else variant, bert_vocab=bert_vocab_for(path),
         )
-        vae_dtype = host.vae_dtype(compute)  # ComfyUI's VAE precision: a plain SDXL VAE overflows in fp16
-        if pipe.vae.dtype != vae_dtype:
-            pipe.vae.to(dtype=vae_dtype)
-        info = _describe(pipe.dit, variant, ckpt_name)
+        info = _describe(parts.dit, variant, ckpt_name)
         result = (
-            ModelHandle(pipe.dit),
-            _text_encoder_handle(pipe.text_encoder, text_encoder_policy),
-            VAEHandle(pipe.vae),
+            ModelHandle(parts.dit),
+            _text_encoder_handle(parts.text_encoder, text_encoder_policy),
+            VAEHandle(parts.vae),
             info,
         )
         return _ui(info, unique_id, result)
@@ -263,9 +215,9 @@ class HunyuanDiTTextEncoderLoader(io.ComfyNode):
         if source == SEPARATE_FILES:
             if NONE in (bert_file, mt5_file):
                 raise InputError("text encoders from text_encoders/: pick both bert_file and mt5_file")
+            bert_path = host.get_full_path("text_encoders", bert_file)
             encoder = load_text_encoder_from_files(
-                host.get_full_path("text_encoders", bert_file), host.get_full_path("text_encoders", mt5_file),
-                device, weight_dtype,
+                bert_path, host.get_full_path("text_encoders", mt5_file), device, weight_dtype, bert_vocab_for(bert_path),
             )
         else:
             path = resolve_choice(source, TEXT_ENCODER_FOLDERS)

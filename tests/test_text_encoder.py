@@ -6,17 +6,19 @@ import pytest
 import torch
 
 from hunyuan_core.errors import InputError, ModelFileError
+from hunyuan_core.formats.all_in_one import load_text_encoder_from_single_file
 from hunyuan_core.formats.files import read_state_dict
+from hunyuan_core.formats.text_encoder_files import (
+    bert_config_from_weights,
+    bert_heads_for,
+    load_text_encoder_from_folders,
+    t5_config_from_weights,
+)
 from hunyuan_core.model.text_encoder import (
     CLIP_LENGTH,
     DEFAULT_NEGATIVE_PROMPT,
     T5_LENGTH,
     TextEmbeddings,
-    bert_config_from_weights,
-    bert_heads_for,
-    load_text_encoder_from_folders,
-    load_text_encoder_from_single_file,
-    t5_config_from_weights,
 )
 
 PROMPTS = ["一只戴着墨镜的柴犬在沙滩上奔跑", "A shiba inu wearing sunglasses, oil painting", ""]

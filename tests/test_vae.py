@@ -5,15 +5,14 @@ import torch
 from safetensors.torch import save_file
 
 from hunyuan_core.errors import InputError, ModelFileError
-from hunyuan_core.formats.convert import vae_to_ldm
+from hunyuan_core.formats.all_in_one import vae_to_ldm
 from hunyuan_core.formats.files import read_state_dict
-from hunyuan_core.model.vae import (
-    decode_latents,
-    encode_images,
+from hunyuan_core.formats.vae_files import (
     load_vae_from_folder,
     load_vae_from_ldm_state_dict,
     vae_config_from_ldm,
 )
+from hunyuan_core.model.vae import decode_latents, encode_images
 
 SF = 0.13025
 
@@ -132,3 +131,18 @@ def test_bare_vae_file_with_diffusers_names(tiny_official, tmp_path):
     z = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.allclose(vae.decode(z).sample, ref.decode(z).sample, atol=1e-5)
+
+
+def test_diffusers_named_vae_file_loads_in_its_own_names(tiny_official, tmp_path, monkeypatch):
+    import diffusers.loaders.single_file_utils as single_file
+
+    import hunyuan_core as hy
+
+    ref = hy.load_vae(tiny_official, device="cpu")
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, tmp_path / "vae.safetensors")
+    monkeypatch.setattr(single_file, "convert_ldm_vae_checkpoint", None)  # no round trip through LDM names
+    vae = hy.load_vae(tmp_path / "vae.safetensors", device="cpu")
+    a, b = ref.state_dict(), vae.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert vae.config.block_out_channels == ref.config.block_out_channels
+    assert vae.config.layers_per_block == ref.config.layers_per_block

@@ -249,15 +249,6 @@ def read_checkpoint(path: str | os.PathLike, what: str = "model file") -> object
     )
 
 
-def is_state_dict(obj: object) -> bool:
-    """True when ``obj`` is a non-empty mapping of names to tensors."""
-    return (
-        isinstance(obj, Mapping)
-        and len(obj) > 0
-        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
-    )
-
-
 def unwrap_state_dict(obj: object, containers: Iterable[str], where: str = "checkpoint") -> StateDict:
     """Return the tensor dict inside ``obj``, looking through the named container keys in order.
 

@@ -1,4 +1,5 @@
-"""The one place that knows DiT key names: official (Tencent) <-> diffusers, and wrapper prefixes.
+"""The one place that knows DiT key names: official (Tencent) <-> diffusers, and wrapper prefixes (plus the one
+prefix stripper every layout uses).
 
 Mapping facts: reference/diffusers-dialoggen-sr.md §A.4 (diffusers' own conversion script). Two traps:
 official ``norm2`` (before the FFN) is diffusers ``norm3`` and vice versa, and the final layer's
@@ -12,7 +13,7 @@ from collections.abc import Mapping
 
 import torch
 
-StateDict = dict[str, torch.Tensor]
+from .files import StateDict
 
 # Prefixes that wrap a DiT inside other files, longest first (ComfyUI checkpoints, DeepSpeed, Lightning).
 DIT_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "model.", "module.", "transformer.")
@@ -121,6 +122,11 @@ def is_diffusers_dit(sd: Mapping[str, torch.Tensor]) -> bool:
     return "pos_embed.proj.weight" in sd or any(k.startswith("time_extra_emb.") for k in sd)
 
 
+def strip_prefix(sd: Mapping[str, torch.Tensor], prefix: str) -> StateDict:
+    """The entries under ``prefix``, with the prefix removed (all others dropped)."""
+    return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+
+
 def strip_dit_prefix(sd: Mapping[str, torch.Tensor]) -> StateDict:
     """Drop the wrapper prefix under which a file stores its DiT, keeping only those keys.
 
@@ -129,7 +135,7 @@ def strip_dit_prefix(sd: Mapping[str, torch.Tensor]) -> StateDict:
     """
     for prefix in DIT_PREFIXES:
         if f"{prefix}mlp_t5.0.weight" in sd or f"{prefix}text_embedder.linear_1.weight" in sd:
-            return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+            return strip_prefix(sd, prefix)
     return dict(sd)
 
 

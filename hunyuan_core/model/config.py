@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -66,9 +66,6 @@ class DiTConfig:
         """The release family: ``"1.1"`` for the size/style-conditioned v1.0 and v1.1, ``"1.2"`` otherwise
         (keys of ``versions.VERSION_DEFAULTS``)."""
         return "1.1" if self.size_cond or self.style_cond else "1.2"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     @classmethod
     def from_state_dict(cls, sd: Mapping[str, torch.Tensor], where: str = "checkpoint") -> "DiTConfig":

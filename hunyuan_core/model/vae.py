@@ -1,106 +1,20 @@
-"""The SDXL VAE (diffusers ``AutoencoderKL``): loading from every layout, encode/decode in DiT latent space.
+"""The SDXL VAE (diffusers ``AutoencoderKL``) at run time: encode/decode in DiT latent space, tiled decode.
 
 Latents handed to and returned by this module are *scaled* (DiT space): ``z_dit = (z_vae - shift) * scaling``
-with SDXL's scaling factor 0.13025 (reference/hunyuandit-official.md §3). Weights are read through
-:mod:`hunyuan_core.formats.files` and materialised once, in the requested dtype and device, into a model built on
-the meta device. ComfyUI all-in-one files store the VAE with the original LDM names; those are converted
-by diffusers' own converter with a configuration inferred from the weights.
+with SDXL's scaling factor 0.13025 (reference/hunyuandit-official.md §3). Reading a VAE from disk is
+:mod:`hunyuan_core.formats.vae_files`.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import re
-from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 
-from ..errors import InputError, ModelFileError
-from ..formats.files import offline, read_folder_state_dict, read_json_object, tensor_shape
-from ..settings.devices import resolve_device, resolve_dtype
-from .materialise import build_with_weights
+from ..errors import InputError
 
 SDXL_SCALING_FACTOR = 0.13025
 SDXL_SAMPLE_SIZE = 1024
-LDM_NORM_GROUPS = 32  # GroupNorm group count is not stored in weights; every LDM/SDXL VAE uses 32
-
-# Attention names of VAE files saved by diffusers < 0.15 (still found in old downloads) -> current names.
-_OLD_ATTENTION_NAMES = ((".query.", ".to_q."), (".key.", ".to_k."), (".value.", ".to_v."), (".proj_attn.", ".to_out.0."))
-
-
-def _assemble(config: dict, sd: Mapping[str, torch.Tensor], device: torch.device, dtype: torch.dtype, what: str):
-    """``AutoencoderKL(config)`` with ``sd`` assigned once in dtype/device; ``config`` is a dict (never a name
-    diffusers could look up on the hub) and the hub is off while diffusers runs."""
-    from diffusers import AutoencoderKL
-
-    with offline():
-        return build_with_weights(lambda: AutoencoderKL.from_config(dict(config)), sd, device, dtype, what)
-
-
-def load_vae_from_folder(folder: str | os.PathLike, device: torch.device | str | None = None,
-                         dtype: torch.dtype | None = None):
-    """Load a diffusers-style VAE folder (diffusers ``vae/``, official ``sdxl-vae-fp16-fix/``)."""
-    device = resolve_device(device)
-    dtype = resolve_dtype(dtype, device)
-    folder = Path(folder)
-    what = f"VAE folder '{folder}'"
-    if not folder.is_dir():
-        raise ModelFileError(f"VAE not found: expected a folder at '{folder}'" + (" but it is a file" if folder.exists() else ""))
-    cfg_path = folder / "config.json"
-    if not cfg_path.is_file():
-        raise ModelFileError(f"{what} has no config.json")
-    config = read_json_object(cfg_path, what)
-    sd = read_folder_state_dict(folder, what)
-    for old, new in _OLD_ATTENTION_NAMES:
-        sd = {k.replace(old, new): v for k, v in sd.items()}
-    return _assemble(config, sd, device, dtype, what)
-
-
-def vae_config_from_ldm(sd: Mapping[str, torch.Tensor]) -> dict:
-    """AutoencoderKL config read off LDM-named VAE weights; what weights cannot tell is SDXL's value
-    (scaling factor 0.13025, sample size 1024, 32 GroupNorm groups)."""
-    what = "LDM VAE weights"
-    levels = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"encoder\.down\.(\d+)\.", k)))
-    layers = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"encoder\.down\.0\.block\.(\d+)\.", k)))
-    config = {
-        "in_channels": tensor_shape(sd, "encoder.conv_in.weight", 4, what)[1],
-        "out_channels": tensor_shape(sd, "decoder.conv_out.weight", 4, what)[0],
-        "down_block_types": ["DownEncoderBlock2D"] * levels,
-        "up_block_types": ["UpDecoderBlock2D"] * levels,
-        "block_out_channels": [tensor_shape(sd, f"encoder.down.{i}.block.0.conv1.weight", 4, what)[0] for i in range(levels)],
-        "layers_per_block": layers,
-        "latent_channels": tensor_shape(sd, "decoder.conv_in.weight", 4, what)[1],
-        "norm_num_groups": LDM_NORM_GROUPS,
-        "sample_size": SDXL_SAMPLE_SIZE,
-        "scaling_factor": SDXL_SCALING_FACTOR,
-    }
-    if "encoder.mid.attn_1.q.weight" not in sd:
-        config["mid_block_add_attention"] = False
-    return config
-
-
-def load_vae_from_ldm_state_dict(sd: Mapping[str, torch.Tensor], device: torch.device | str | None = None,
-                                 dtype: torch.dtype | None = None):
-    """Load an LDM-named VAE (``encoder.down.0.block.0...``; a ComfyUI all-in-one file's ``vae.*`` with the
-    prefix already stripped), converted to diffusers names by diffusers' own converter."""
-    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
-
-    device = resolve_device(device)
-    dtype = resolve_dtype(dtype, device)
-    what = "LDM VAE weights"
-    for probe in ("encoder.conv_in.weight", "encoder.down.0.block.0.conv1.weight", "decoder.conv_in.weight", "decoder.conv_out.weight"):
-        if probe not in sd:
-            raise ModelFileError(
-                f"{what}: expected LDM key '{probe}'; found {len(sd)} tensors such as {', '.join(list(sd)[:4]) or 'none'}"
-            )
-    config = vae_config_from_ldm(sd)
-    try:
-        converted = convert_ldm_vae_checkpoint(dict(sd), config)
-    except KeyError as exc:
-        raise ModelFileError(f"{what}: incomplete VAE: expected a tensor {exc} that the file lacks") from None
-    return _assemble(config, converted, device, dtype, what)
 
 
 def _scale(vae) -> tuple[float, float]:

@@ -1,4 +1,4 @@
-"""Release detection and the per-release defaults, in one table.
+"""The per-release defaults, in one table (the release itself is ``DiTConfig.version``).
 
 v1.0 and v1.1 condition on image size and a style id (``style_embedder`` exists, ``extra_embedder`` takes
 3968 inputs); v1.2 dropped both. The two families cannot be told apart further from the weights
@@ -12,12 +12,9 @@ KSampler, so we default to 0.018; ``beta_end=0.02`` reproduces the official samp
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
-import torch
 
-from .config import DiTConfig
 
 
 @dataclass(frozen=True)
@@ -36,9 +33,3 @@ VERSION_DEFAULTS: dict[str, VersionDefaults] = {
     "1.2": VersionDefaults(name="v1.2", beta_start=0.00085, beta_end=0.018, size_cond=False),
 }
 
-
-def detect_version(config_or_sd: DiTConfig | Mapping[str, torch.Tensor]) -> str:
-    """``"1.1"`` for the size/style-conditioned family (v1.0, v1.1), ``"1.2"`` otherwise."""
-    if isinstance(config_or_sd, DiTConfig):
-        return config_or_sd.version
-    return detect_version(DiTConfig.from_state_dict(config_or_sd))

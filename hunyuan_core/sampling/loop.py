@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from ..errors import InputError, NumericsError
 from ..model.dit import HunyuanDiT
 from ..model.text_encoder import TextEmbeddings
-from ..model.versions import VERSION_DEFAULTS, detect_version
+from ..model.versions import VERSION_DEFAULTS
 from ..settings.validate import check_beta_end, check_finite, check_memory, check_sampling
 from .schedulers import make_scheduler
 
@@ -92,7 +92,7 @@ def sample(
                    prompts=len(positive), strength=strength, beta_end=beta_end)
     if mask is not None and init_latents is None:
         raise InputError("inpainting needs the image to keep: pass init_latents (or image) together with mask")
-    version = VERSION_DEFAULTS[getattr(dit, "version", None) or detect_version(dit.config)]
+    version = VERSION_DEFAULTS[dit.config.version]
     beta_end = check_beta_end(beta_end, version.beta_start) or version.beta_end
     device, dtype = dit.device, dit.dtype
     h, w = height // 8, width // 8
