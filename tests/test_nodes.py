@@ -32,6 +32,7 @@ from comfy_models import (
 HOST = require_comfyui()
 
 from hunyuan_core.errors import InputError, ModelFileError  # noqa: E402
+from hunyuan_core.formats.two_files import load_text_encoder_from_files  # noqa: E402
 from nodes import _common, collect_nodes, host  # noqa: E402
 from nodes.conditioning import HunyuanDiTTextEncode  # noqa: E402
 from nodes.latent import HunyuanDiTVAEDecode, HunyuanDiTVAEEncode  # noqa: E402
@@ -41,7 +42,6 @@ from nodes.loaders import (  # noqa: E402
     HunyuanDiTModelLoader,
     HunyuanDiTTextEncoderLoader,
     HunyuanDiTVAELoader,
-    load_text_encoder_from_files,
 )
 from nodes.sampling import CUSTOM, HunyuanDiTSampler  # noqa: E402
 
