@@ -6,7 +6,7 @@ import torch
 
 from hunyuan_core.errors import InputError, NumericsError
 from hunyuan_core.model.text_encoder import TextEmbeddings
-from hunyuan_core.sampling.loop import sample as sample_latents
+from hunyuan_core.sampling.sample import sample as sample_latents
 from hunyuan_core.sampling.schedulers import SAMPLERS
 from hunyuan_core.settings.limits import MAX_SEED, MAX_SIZE, MIN_SIZE
 from hunyuan_core.settings.sizes import MULTIPLE, PRESETS, check_size, preset_label
