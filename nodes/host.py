@@ -22,6 +22,7 @@ from types import ModuleType
 import torch
 
 from hunyuan_core.errors import ModelFileError
+from hunyuan_core.settings.devices import resolve_device
 
 MODELS_DIR_ENV = "HUNYUAN_MODELS_DIR"
 
@@ -66,14 +67,10 @@ def in_comfyui() -> bool:
 
 
 # ----------------------------------------------------------------------------------------- devices
-def _default_device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
 def torch_device() -> torch.device:
     """The device models compute on (ComfyUI's ``get_torch_device()``)."""
     mm = _model_management()
-    return mm.get_torch_device() if mm is not None else _default_device()
+    return mm.get_torch_device() if mm is not None else resolve_device(None)
 
 
 def offload_device() -> torch.device:

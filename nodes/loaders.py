@@ -23,11 +23,11 @@ from hunyuan_core.model.text_encoder import (
 )
 from hunyuan_core.model.versions import VERSION_DEFAULTS
 from hunyuan_core.pipeline import load_pipeline
+from hunyuan_core.settings.devices import DTYPES
 
 from . import host
 from ._common import (
     CATEGORY,
-    DTYPES,
     HUNYUAN_FOLDER,
     MODEL,
     TEXT_ENCODER,

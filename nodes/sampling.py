@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from hunyuan_core.errors import InputError, NumericsError
+from hunyuan_core.images import mask_batch
 from hunyuan_core.model.text_encoder import TextEmbeddings
 from hunyuan_core.sampling.sample import sample as sample_latents
 from hunyuan_core.sampling.schedulers import SAMPLERS
@@ -19,7 +20,6 @@ from ._common import (
     ModelHandle,
     latent_to_comfy,
     latent_to_core,
-    mask_to_core,
     on_compute_device,
 )
 
@@ -119,7 +119,7 @@ class HunyuanDiTSampler:
             if mask is None and latent.get("noise_mask") is not None:
                 mask = latent["noise_mask"]
             if mask is not None:
-                mask = mask_to_core(mask)
+                mask = mask_batch(mask)
                 if mask.shape[0] > 1:
                     mask = mask.repeat_interleave(batch_size, dim=0)
             # each latent `batch_size` times in a row, as the core repeats the prompt

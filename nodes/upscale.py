@@ -9,11 +9,12 @@ from __future__ import annotations
 import torch
 
 from hunyuan_core.errors import InputError
+from hunyuan_core.settings.devices import DTYPES
 from hunyuan_core.settings.limits import MAX_UPSCALE_FACTOR
 from hunyuan_core.upscaler import Upscaler, load_upscaler
 
 from . import host
-from ._common import CATEGORY, DTYPES, on_compute_device, resolve_dtype
+from ._common import CATEGORY, on_compute_device, resolve_dtype
 
 UPSCALE_MODEL = "HYDIT_UPSCALE_MODEL"
 UPSCALE_FOLDER = "upscale_models"

@@ -19,7 +19,7 @@ from PIL import Image
 from ..errors import HunyuanError, InputError, ModelFileError
 from ..formats.files import read_checkpoint, unwrap_state_dict
 from ..images import pil_to_tensor, tensor_to_pil
-from ..settings.devices import resolve_device
+from ..settings.devices import resolve_device, resolve_dtype
 from ..settings.limits import MAX_UPSCALE_FACTOR
 from ..settings.validate import check_float, check_int
 from . import images as im
@@ -31,20 +31,6 @@ logger = logging.getLogger("hunyuan_dit")
 StateDict = dict[str, torch.Tensor]
 Progress = Callable[[int, int], None]
 MIN_TILE = 64
-
-
-def default_device() -> torch.device:
-    """CUDA when available, else Apple's MPS, else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def default_dtype(device: torch.device) -> torch.dtype:
-    """fp16 on GPUs (all supported architectures run in it), fp32 on the CPU where fp16 convs are slow."""
-    return torch.float32 if device.type == "cpu" else torch.float16
 
 
 class Upscaler:
@@ -278,19 +264,20 @@ def _spandrel_upscaler(sd: StateDict, where: str, found: str) -> Upscaler:
 def load_upscaler(
     path: str | os.PathLike | StateDict,
     device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
 ) -> Upscaler:
     """Load SR weights (``.safetensors``/``.pth``/...) or a state dict and detect architecture and scale.
 
     Built in: RRDBNet (ESRGAN, Real-ESRGAN ``params_ema``/``params``, BSRGAN; x4, x2/x1 with
     pixel-unshuffle, x8) and SRVGGNetCompact; any other architecture goes to spandrel if installed.
-    ``device`` defaults to the GPU when there is one, ``dtype`` to fp16 there and fp32 on the CPU.
+    ``device`` and ``dtype`` follow :mod:`hunyuan_core.settings.devices` (the GPU when there is one; fp16
+    there, fp32 on the CPU).
     """
     where = "upscale model" if isinstance(path, dict) else f"upscale model '{path}'"
     raw = path if isinstance(path, dict) else read_checkpoint(path, what="upscale model")
     sd = strip_prefix(unwrap_state_dict(raw, CONTAINER_KEYS, where))
-    device = resolve_device(device) if device is not None else default_device()
-    dtype = dtype if dtype is not None else default_dtype(device)
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
     detected = detect(sd, where)
     if detected is None:
         found = ", ".join(sorted(sd)[:6]) + (", ..." if len(sd) > 6 else "")
