@@ -102,9 +102,9 @@ class HunyuanDiTUpscale:
         host.free_memory(upscaler.memory_estimate(tile), device)
         total = upscaler.count_tiles(image.shape[0], image.shape[1], image.shape[2], tile, overlap)
         with on_compute_device(upscaler, host.offload_device()):
-            out = upscaler(image, tile=tile, overlap=overlap, scale=scale or None,
+            out = upscaler(image.permute(0, 3, 1, 2), tile=tile, overlap=overlap, scale=scale or None,
                            progress=host.progress_callback(total), cancel=host.cancel_callback())
-        return (out.to(host.intermediate_device()),)
+        return (out.permute(0, 2, 3, 1).contiguous().to(host.intermediate_device()),)
 
 
 NODE_CLASS_MAPPINGS = {

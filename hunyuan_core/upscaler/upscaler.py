@@ -2,7 +2,7 @@
 
 ``load_upscaler`` recognises the built-in architectures (RRDBNet, SRVGGNetCompact) from the weights and
 hands any other file to spandrel when it is installed (ComfyUI always has it). An :class:`Upscaler`
-takes PIL images or ``[B, H, W, C]`` tensors, keeps alpha and gray, resizes to a target scale, halves the
+takes PIL images or ``[B, C, H, W]`` tensors (as the rest of the core), keeps alpha and gray, resizes to a target scale, halves the
 tile and carries on when the device runs out of memory, and reports progress per tile.
 """
 
@@ -144,7 +144,7 @@ class Upscaler:
         progress: Progress | None = None,
         cancel: Callable[[], None] | None = None,
     ) -> Image.Image | list[Image.Image] | torch.Tensor:
-        """Upscale a PIL image, a list of them, or a ``[B, H, W, C]`` float tensor (returned alike).
+        """Upscale a PIL image, a list of them, or a ``[B, C, H, W]`` float tensor (returned alike).
 
         ``tile``/``overlap`` are in input pixels; ``scale`` (default: the model's) resizes the result
         after super-resolution; ``progress(done, total)`` is called after every tile, ``cancel()``
@@ -158,11 +158,10 @@ class Upscaler:
             return tensor_to_pil(run([pil_to_tensor(image)])[0], image.mode)
         if isinstance(image, torch.Tensor):
             im.check_batch(image)
-            out = run([image[i : i + 1].permute(0, 3, 1, 2) for i in range(image.shape[0])])
-            return torch.stack([o[0].permute(1, 2, 0) for o in out])  # one copy, contiguous [B, H, W, C]
+            return torch.cat(run([image[i : i + 1] for i in range(image.shape[0])]))
         if isinstance(image, Sequence) and all(isinstance(i, Image.Image) for i in image):
             return [tensor_to_pil(t, i.mode) for t, i in zip(run([pil_to_tensor(i) for i in image]), image)]
-        raise InputError(f"expected a PIL image, a list of them or a [B, H, W, C] tensor; got {type(image).__name__}")
+        raise InputError(f"expected a PIL image, a list of them or a [B, C, H, W] tensor; got {type(image).__name__}")
 
 
 class _Run:
