@@ -3,6 +3,8 @@ nodes outside ComfyUI), the one table of precision names; which devices exist an
 
 from __future__ import annotations
 
+import gc
+
 import torch
 
 from ..errors import InputError
@@ -52,6 +54,15 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
             f"device {str(device)!r} is not available on this machine; expected one of: {', '.join(available)}"
         )
     return resolved
+
+
+def release_cached_memory(device: torch.device) -> None:
+    """Give the memory the allocator caches on ``device`` back (after a model left it, an out-of-memory retry
+    or an interrupted run), once Python has dropped what nothing refers to any more."""
+    gc.collect()
+    backend = getattr(torch, device.type, None) if device.type in ("cuda", "mps", "xpu") else None
+    if backend is not None and backend.is_available():
+        backend.empty_cache()
 
 
 def free_memory(device: torch.device) -> int | None:

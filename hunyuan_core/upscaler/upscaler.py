@@ -19,12 +19,12 @@ from PIL import Image
 from ..errors import HunyuanError, InputError, ModelFileError
 from ..formats.files import read_checkpoint, unwrap_state_dict
 from ..images import pil_to_tensor, tensor_to_pil
-from ..settings.devices import resolve_device, resolve_dtype
+from ..settings.devices import release_cached_memory, resolve_device, resolve_dtype
 from ..settings.limits import MAX_UPSCALE_FACTOR
 from ..settings.validate import check_float, check_int
 from . import images as im
 from .detect import CONTAINER_KEYS, build, detect, strip_prefix
-from .tiling import is_out_of_memory, plan_tiles, run_tiles
+from ..tiling import is_out_of_memory, plan_tiles, run_tiles
 
 logger = logging.getLogger("hunyuan_dit")
 
@@ -208,7 +208,7 @@ class _Run:
                         f"out of memory upscaling a {w}x{h} image even with {self.tile}-pixel tiles on "
                         f"{up.device}; free memory or use a smaller model"
                     ) from exc
-            _release(up.device)  # outside the except block, so the failed tile's tensors are already freed
+            release_cached_memory(up.device)  # outside the except block, so the failed tile's tensors are already freed
             self.tile //= 2
             logger.warning("upscaler: out of memory, retrying with %d-pixel tiles", self.tile)
             self.done = start
@@ -219,13 +219,6 @@ class _Run:
         if alpha is None:
             return colour
         return torch.cat([colour, im.resize(alpha, out_h, out_w, mode="bilinear")], 1)
-
-
-def _release(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    elif device.type == "mps":
-        torch.mps.empty_cache()
 
 
 # ------------------------------------------------------------------------------------------ loading
