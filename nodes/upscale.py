@@ -14,7 +14,7 @@ from hunyuan_core.settings.limits import MAX_UPSCALE_FACTOR
 from hunyuan_core.upscaler import Upscaler, load_upscaler
 
 from . import host
-from ._common import CATEGORY, on_compute_device, resolve_dtype
+from ._common import CATEGORY, images_to_comfy, on_compute_device, resolve_dtype
 
 UPSCALE_MODEL = "HYDIT_UPSCALE_MODEL"
 UPSCALE_FOLDER = "upscale_models"
@@ -104,7 +104,7 @@ class HunyuanDiTUpscale:
         with on_compute_device(upscaler, host.offload_device()):
             out = upscaler(image.permute(0, 3, 1, 2), tile=tile, overlap=overlap, scale=scale or None,
                            progress=host.progress_callback(total), cancel=host.cancel_callback())
-        return (out.permute(0, 2, 3, 1).contiguous().to(host.intermediate_device()),)
+        return (images_to_comfy(out),)
 
 
 NODE_CLASS_MAPPINGS = {
