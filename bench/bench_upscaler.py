@@ -102,10 +102,10 @@ def worker(spec: dict) -> dict:
         net, scale = (lambda a: descriptor(a.float())), descriptor.scale
     chw = image.permute(0, 3, 1, 2)
     calls = {
-        "ours untiled": lambda: up(image, tile=max(image.shape[1:3])),
-        "ours tiled": lambda: up(image, tile=tile, overlap=overlap),
-        "comfy tiled": lambda: comfy_tiled_scale(net, chw, tile, overlap, scale).clamp(0, 1).permute(0, 2, 3, 1),
-        "spandrel untiled": lambda: net(chw).permute(0, 2, 3, 1),
+        "ours untiled": lambda: up(chw, tile=max(image.shape[1:3])),
+        "ours tiled": lambda: up(chw, tile=tile, overlap=overlap),
+        "comfy tiled": lambda: comfy_tiled_scale(net, chw, tile, overlap, scale).clamp(0, 1),
+        "spandrel untiled": lambda: net(chw),
     }
     call = calls[method]
     with torch.inference_mode():

@@ -9,7 +9,7 @@ from .errors import HunyuanError, InputError, ModelFileError
 from .loaders import load_dit, load_parts, load_text_encoder, load_vae
 from .pipeline import HunyuanDiTPipeline, PipelineOutput, load_pipeline
 from .rewriter import load_rewriter
-from .sampling.loop import sample
+from .sampling.sample import sample
 from .sampling.schedulers import SAMPLERS
 from .settings.sizes import PRESETS
 from .upscaler import Upscaler, load_upscaler, upscale_images

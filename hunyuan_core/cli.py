@@ -77,6 +77,7 @@ def _reason(exc: Exception) -> str:
 
 def _generate(args: argparse.Namespace) -> int:
     from .pipeline import load_pipeline
+    from .settings.devices import resolve_device
     from .settings.validate import check_generate
     from .tiny import make_tiny
     from .upscaler import load_upscaler, upscale_images
@@ -89,7 +90,8 @@ def _generate(args: argparse.Namespace) -> int:
     # The rest that can fail is checked before the DiT loads too, so a long run never ends with nothing saved:
     # the output folder, and the --upscale model (it is small: loading it is the full check).
     check_writable_dir(args.out)
-    upscaler = load_upscaler(args.upscale, device=args.device) if args.upscale else None
+    device = resolve_device(args.device)  # once, for the DiT and the upscaler alike
+    upscaler = load_upscaler(args.upscale, device=device) if args.upscale else None
     model = args.model
     tmp = None
     if model == "tiny":
@@ -97,7 +99,7 @@ def _generate(args: argparse.Namespace) -> int:
         model = make_tiny(Path(tmp.name), layout="official")
         print("note: --model tiny is a random 4 MB model built on the fly; it draws noise, not pictures", file=sys.stderr)
     try:
-        pipe = load_pipeline(model, device=args.device, dtype=args.dtype, variant=args.variant,
+        pipe = load_pipeline(model, device=device, dtype=args.dtype, variant=args.variant,
                              bert_vocab=args.bert_vocab, beta_end=args.beta_end)
         out = pipe(args.prompt, negative_prompt=args.negative, width=args.width, height=args.height, steps=args.steps,
                    guidance_scale=args.cfg, seed=args.seed, sampler=args.sampler, batch_size=args.batch,
@@ -135,6 +137,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .sampling.schedulers import SAMPLERS
+    from .settings.devices import DTYPES
 
     parser = argparse.ArgumentParser(prog="hunyuan-dit", description="Tencent Hunyuan-DiT text-to-image.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -155,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--beta-end", type=float, default=None, help="override the release's schedule end (0.02 = official v1.2 inference)")
     g.add_argument("--bert-vocab", default=None, help="BERT vocab.txt for an all-in-one file")
     g.add_argument("--device", default=None)
-    g.add_argument("--dtype", default=None, choices=["auto", "fp16", "bf16", "fp32"])
+    g.add_argument("--dtype", default=None, choices=list(DTYPES))
     g.add_argument("--upscale", default=None, help="super-resolution model to apply to each image")
     g.add_argument("--out", type=Path, default=Path("outputs"))
     g.add_argument("--overwrite", action="store_true", help="replace existing files instead of numbering new ones")
@@ -173,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--model", required=True, help="official ckpts folder, diffusers folder or all-in-one .safetensors")
     c.add_argument("--layout", required=True, choices=["official", "diffusers", "comfy"])
     c.add_argument("--out", type=Path, required=True, help="folder (or .safetensors path for comfy)")
-    c.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32"], help="stored precision (default fp16)")
+    c.add_argument("--dtype", default="fp16", choices=[n for n, d in DTYPES.items() if d is not None], help="stored precision (default fp16)")
     c.add_argument("--variant", default=None, help="official weights: ema, module, distill or merge")
     c.add_argument("--bert-vocab", default=None, help="BERT vocab.txt for an all-in-one file")
     c.add_argument("--overwrite", action="store_true", help="replace files already at --out")

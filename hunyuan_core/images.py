@@ -1,5 +1,6 @@
 """PIL images <-> float tensors ``[1, C, H, W]`` in 0..1, for every mode users hand us (L, LA, RGB, RGBA,
-palette, 16-bit); shared by the pipeline (img2img, masks) and the upscaler."""
+palette, 16-bit), and inpainting masks in any of their shapes; shared by the pipeline (img2img, masks), the
+sampler and the upscaler."""
 
 from __future__ import annotations
 
@@ -49,6 +50,23 @@ def tensor_to_pil(image: torch.Tensor, mode: str | None = None) -> Image.Image:
     array = image[0].permute(1, 2, 0).clamp(0, 1).mul(255.0).round().to(torch.uint8).cpu().numpy()
     mode = _MODES_BY_CHANNELS[array.shape[2]]
     return Image.fromarray(array[:, :, 0] if mode == "L" else array, mode=mode)
+
+
+def mask_batch(mask: torch.Tensor, count: int | None = None) -> torch.Tensor:
+    """A mask ``[H, W]`` / ``[B, H, W]`` / ``[B, 1, H, W]`` (1 = regenerate, ComfyUI's MASK included) -> float
+    ``[B, 1, H, W]`` clamped to 0..1. With ``count``, one mask is shared by ``count`` images and any other batch
+    size than 1 or ``count`` is refused."""
+    if mask.ndim == 2:
+        mask = mask[None, None]
+    elif mask.ndim == 3:
+        mask = mask[:, None]
+    if mask.ndim != 4 or mask.shape[1] != 1:
+        raise InputError(f"mask must be [H,W], [B,H,W] or [B,1,H,W]; got shape {tuple(mask.shape)}")
+    if count is not None:
+        if mask.shape[0] not in (1, count):
+            raise InputError(f"mask batch {mask.shape[0]} does not match {count} images")
+        mask = mask.expand(count, -1, -1, -1)
+    return mask.float().clamp(0, 1)
 
 
 def open_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:

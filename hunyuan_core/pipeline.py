@@ -10,13 +10,13 @@ import torch
 from PIL import Image
 
 from .errors import InputError
-from .images import pil_to_tensor as image_tensor
-from .images import tensor_to_pil
+from .images import pil_to_tensor, tensor_to_pil
 from .loaders import load_parts
 from .model.dit import HunyuanDiT
 from .model.text_encoder import DEFAULT_NEGATIVE_PROMPT, BilingualTextEncoder, TextEmbeddings
 from .model.vae import decode_latents, encode_images
-from .sampling.loop import Progress, sample
+from .sampling.loop import Progress
+from .sampling.sample import sample
 from .settings.validate import check_beta_end, check_finite, check_prompts, check_sampling, check_texts
 
 
@@ -46,7 +46,7 @@ def prepare_image(image: Image.Image | torch.Tensor, width: int, height: int, mo
     image = image.convert(mode)
     if image.size != (width, height):
         image = image.resize((width, height), Image.LANCZOS)
-    return image_tensor(image)
+    return pil_to_tensor(image)
 
 
 class HunyuanDiTPipeline:
@@ -60,6 +60,7 @@ class HunyuanDiTPipeline:
 
     @property
     def version(self) -> str:
+        """The release family, ``"1.1"`` or ``"1.2"``."""
         return self.dit.config.version
 
     @property
@@ -72,13 +73,13 @@ class HunyuanDiTPipeline:
         self.vae.to(device)
         return self
 
-    def encode_prompt(self, prompt: str | list[str] | TextEmbeddings, negative: bool = False) -> TextEmbeddings:
-        """Encode once, reuse for many samples. An empty negative means the official default negative prompt."""
+    def encode_prompt(self, prompt: str | list[str] | TextEmbeddings | None, negative: bool = False) -> TextEmbeddings:
+        """Encode once, reuse for many samples. A negative prompt of ``None`` is the official negative prompt;
+        any string, ``""`` included, is encoded as given (as the text-encode node does)."""
         if isinstance(prompt, TextEmbeddings):
             return prompt
         if negative:
-            negatives = check_texts("negative_prompt", prompt)
-            return self.text_encoder.encode([p if p.strip() else DEFAULT_NEGATIVE_PROMPT for p in negatives])
+            return self.text_encoder.encode(check_texts("negative_prompt", DEFAULT_NEGATIVE_PROMPT if prompt is None else prompt))
         return self.text_encoder.encode(check_prompts(prompt))
 
     def __call__(
@@ -104,6 +105,7 @@ class HunyuanDiTPipeline:
     ) -> PipelineOutput:
         """Generate images. ``image`` (+ ``strength``) is img2img, ``mask`` (white = repaint) inpaints ``image``.
 
+        ``negative_prompt`` None is the official negative prompt; any string, "" included, is encoded as given.
         ``seed`` None draws a random one; image i of a batch uses ``seed + i``.
         """
         if seed is None:
@@ -114,7 +116,7 @@ class HunyuanDiTPipeline:
                        guidance_rescale=guidance_rescale, sampler=sampler, seed=seed, batch_size=batch_size,
                        prompts=count, strength=strength if image is not None else 1.0, beta_end=beta_end)
         positive = self.encode_prompt(prompt)
-        neg = self.encode_prompt(negative_prompt if negative_prompt is not None else "", negative=True)
+        neg = self.encode_prompt(negative_prompt, negative=True)
         if mask is not None and image is None:
             raise InputError("a mask needs the image to inpaint: pass image= as well")
         mask_t = prepare_image(mask, width, height, mode="L") if mask is not None else None

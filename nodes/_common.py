@@ -5,7 +5,8 @@ Conversions kept here (and nowhere else):
 * IMAGE is ``[B,H,W,3]`` float 0..1 in ComfyUI, ``[B,3,H,W]`` in the core.
 * LATENT ``samples`` are *unscaled* SDXL latents in ComfyUI (its ``latent_formats.SDXL`` applies the
   scale inside sampling); the core works on scaled latents (DiT space). So ``samples = scaled / 0.13025``.
-* MASK is ``[B,H,W]`` or ``[H,W]`` in ComfyUI, 1 = regenerate; the core takes ``[B,1,H,W]``.
+* MASK is ``[B,H,W]`` or ``[H,W]`` in ComfyUI, 1 = regenerate; the core takes it as it is
+  (``hunyuan_core.images.mask_batch``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from comfy_api.v0_0_2 import io  # the pinned V3 node API (ComfyUI >= requires-c
 
 from hunyuan_core.errors import InputError
 from hunyuan_core.model.vae import SDXL_SCALING_FACTOR
+from hunyuan_core.settings.devices import DTYPES
 from hunyuan_core.settings.devices import resolve_dtype as core_resolve_dtype
 
 from . import host
@@ -45,11 +47,6 @@ SDXL_LATENT_SCALE = SDXL_SCALING_FACTOR
 # Folder key for official trees and diffusers folders: ComfyUI/models/hunyuan/<model folder>/.
 HUNYUAN_FOLDER = "hunyuan"
 host.register_model_folder(HUNYUAN_FOLDER, "hunyuan")
-
-# The dtype widget's choices (None: let the loader decide for the device).
-DTYPES: dict[str, torch.dtype | None] = {
-    "auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32,
-}
 
 
 @dataclass
@@ -178,13 +175,3 @@ def latent_to_comfy(scaled: torch.Tensor) -> dict:
     """Scaled DiT-space latents → ComfyUI LATENT, unscaled, on the intermediate device."""
     return {"samples": (scaled.float() / SDXL_LATENT_SCALE).to(host.intermediate_device())}
 
-
-def mask_to_core(mask: torch.Tensor) -> torch.Tensor:
-    """ComfyUI MASK ``[H,W]`` / ``[B,H,W]`` / ``[B,1,H,W]`` → ``[B,1,H,W]`` float 0..1 (1 = regenerate)."""
-    if mask.ndim == 2:
-        mask = mask.unsqueeze(0)
-    if mask.ndim == 3:
-        mask = mask.unsqueeze(1)
-    if mask.ndim != 4 or mask.shape[1] != 1:
-        raise InputError(f"MASK: expected [height, width] or [batch, height, width], got shape {list(mask.shape)}")
-    return mask.float().clamp(0, 1)

@@ -22,6 +22,7 @@ from types import ModuleType
 import torch
 
 from hunyuan_core.errors import ModelFileError
+from hunyuan_core.settings.devices import release_cached_memory, resolve_device
 
 MODELS_DIR_ENV = "HUNYUAN_MODELS_DIR"
 
@@ -66,14 +67,10 @@ def in_comfyui() -> bool:
 
 
 # ----------------------------------------------------------------------------------------- devices
-def _default_device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
 def torch_device() -> torch.device:
     """The device models compute on (ComfyUI's ``get_torch_device()``)."""
     mm = _model_management()
-    return mm.get_torch_device() if mm is not None else _default_device()
+    return mm.get_torch_device() if mm is not None else resolve_device(None)
 
 
 def offload_device() -> torch.device:
@@ -130,19 +127,17 @@ def free_memory(num_bytes: int, device: torch.device | None = None) -> None:
         mm.free_memory(num_bytes, device)
         mm.soft_empty_cache()
         return
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    release_cached_memory(device)
 
 
 def release_memory() -> None:
     """Return cached allocator memory after a module left the GPU or a run was interrupted."""
-    gc.collect()
     mm = _model_management()
-    if mm is not None:
-        mm.soft_empty_cache()
-    elif torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    if mm is None:
+        release_cached_memory(torch_device())
+        return
+    gc.collect()
+    mm.soft_empty_cache()
 
 
 def module_bytes(module: torch.nn.Module) -> int:

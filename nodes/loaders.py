@@ -15,10 +15,10 @@ from hunyuan_core.formats.official import VARIANTS as OFFICIAL_VARIANTS
 from hunyuan_core.formats.two_files import load_text_encoder_from_files
 from hunyuan_core.loaders import load_dit, load_parts, load_text_encoder, load_vae
 from hunyuan_core.model.versions import VERSION_DEFAULTS
+from hunyuan_core.settings.devices import DTYPES
 
 from . import host
 from ._common import (
-    DTYPES,
     HUNYUAN_FOLDER,
     LOADERS,
     MODEL,

@@ -29,11 +29,11 @@ from hunyuan_core.rewriter import (
 )
 from hunyuan_core.rewriter.chat_llm import is_chat_model_folder
 from hunyuan_core.rewriter.dialoggen import is_llava_folder
-from hunyuan_core.rewriter.session import MAX_SEED
+from hunyuan_core.settings.devices import DTYPES
+from hunyuan_core.settings.limits import MAX_SEED
 
 from . import host
 from ._common import (
-    DTYPES,
     HUNYUAN_FOLDER,
     REWRITER_CATEGORY,
     TEXT_ENCODER,

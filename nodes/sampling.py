@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 from hunyuan_core.errors import InputError, NumericsError
+from hunyuan_core.images import mask_batch
 from hunyuan_core.model.text_encoder import TextEmbeddings
-from hunyuan_core.sampling.loop import sample as sample_latents
+from hunyuan_core.sampling.sample import sample as sample_latents
 from hunyuan_core.sampling.schedulers import SAMPLERS
 from hunyuan_core.settings.limits import MAX_SEED, MAX_SIZE, MIN_SIZE
 from hunyuan_core.settings.sizes import MULTIPLE, PRESETS, check_size, preset_label
@@ -20,7 +21,6 @@ from ._common import (
     io,
     latent_to_comfy,
     latent_to_core,
-    mask_to_core,
     on_compute_device,
 )
 
@@ -126,7 +126,7 @@ class HunyuanDiTSampler(io.ComfyNode):
             if mask is None and latent.get("noise_mask") is not None:
                 mask = latent["noise_mask"]
             if mask is not None:
-                mask = mask_to_core(mask)
+                mask = mask_batch(mask)
                 if mask.shape[0] > 1:
                     mask = mask.repeat_interleave(batch_size, dim=0)
             # each latent `batch_size` times in a row, as the core repeats the prompt

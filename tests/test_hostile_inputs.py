@@ -198,11 +198,11 @@ def test_work_beyond_the_free_memory_is_refused(pipe, monkeypatch):
 
 
 def test_upscale_to_44000_px_is_refused_before_the_first_tile(rrdb4):
-    strip = torch.rand(1, 1, 11000, 3)
+    strip = torch.rand(1, 3, 1, 11000)
     with pytest.raises(InputError, match=r"11000x1 px x4 would give 44000x4 px .* limit is 32768 px per side"):
         rrdb4(strip, cancel=started)
     with pytest.raises(InputError, match=r"1100x1100 px x16 would give 17600x17600 px \(310 MP\).* 268 MP"):
-        rrdb4(torch.rand(1, 1100, 1100, 3), scale=16, cancel=started)
+        rrdb4(torch.rand(1, 3, 1100, 1100), scale=16, cancel=started)
     with pytest.raises(InputError, match="44000"):  # a list: refused before the first (small) image runs
         rrdb4([Image.new("RGB", (8, 8)), Image.new("RGB", (11000, 2))], cancel=started)
 

@@ -5,7 +5,7 @@ import torch
 
 import hunyuan_core as hy
 from hunyuan_core.model.vae import decode_latents
-from hunyuan_core.sampling.loop import rescale_noise_cfg
+from hunyuan_core.sampling.denoiser import rescale_noise_cfg
 
 PROMPT = "一只戴着墨镜的柴犬 a shiba inu"
 NEG = "模糊"
@@ -57,6 +57,20 @@ def test_default_negative_prompt_is_the_official_one(pipe):
     a = pipe(PROMPT, None, width=64, height=64, steps=2, seed=3)
     b = pipe(PROMPT, DEFAULT_NEGATIVE_PROMPT, width=64, height=64, steps=2, seed=3)
     c = pipe(PROMPT, "完全不同的负面提示", width=64, height=64, steps=2, seed=3)
+    assert torch.equal(a.latents, b.latents)
+    assert not torch.equal(a.latents, c.latents)
+
+
+def test_empty_negative_prompt_is_encoded_as_given(pipe):
+    """None means the official negative prompt; "" is an empty negative, as in the text-encode node."""
+    from hunyuan_core.model.text_encoder import DEFAULT_NEGATIVE_PROMPT
+
+    empty, official = pipe.encode_prompt("", negative=True), pipe.encode_prompt(None, negative=True)
+    assert empty.prompts == [""] and official.prompts == [DEFAULT_NEGATIVE_PROMPT]
+    assert torch.equal(empty.clip, pipe.text_encoder.encode([""]).clip)
+    a = pipe(PROMPT, "", width=64, height=64, steps=2, seed=3)
+    b = pipe(PROMPT, empty, width=64, height=64, steps=2, seed=3)
+    c = pipe(PROMPT, None, width=64, height=64, steps=2, seed=3)
     assert torch.equal(a.latents, b.latents)
     assert not torch.equal(a.latents, c.latents)
 

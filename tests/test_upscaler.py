@@ -23,7 +23,7 @@ from hunyuan_core.upscaler import Upscaler, load_upscaler, upscale_images
 from hunyuan_core.upscaler import cli as upscale_cli
 from hunyuan_core.upscaler.rrdbnet import RRDBConfig, RRDBNet
 from hunyuan_core.upscaler.srvgg import SRVGGConfig, SRVGGNetCompact
-from hunyuan_core.upscaler.tiling import plan_tiles
+from hunyuan_core.tiling import plan_tiles
 
 
 # ------------------------------------------------------------------------------------- weights
@@ -78,11 +78,11 @@ def srvgg_weights(scale: int = 4, seed: int = 0, num_conv: int = 2, channels: in
 
 
 def make_image(height: int, width: int, channels: int = 3, seed: int = 0) -> torch.Tensor:
-    """A smooth gradient with texture: structure at every scale, values spread over 0..1."""
+    """A smooth gradient with texture ``[1, channels, height, width]``: structure at every scale, values over 0..1."""
     g = torch.Generator().manual_seed(seed)
     yy, xx = torch.meshgrid(torch.linspace(0, 1, height), torch.linspace(0, 1, width), indexing="ij")
     base = torch.stack([xx, yy, (xx * 6).sin() * 0.5 + 0.5, 1 - xx * yy][:channels], -1)
-    return (base + 0.15 * torch.rand(height, width, channels, generator=g)).clamp(0, 1)[None]
+    return (base + 0.15 * torch.rand(height, width, channels, generator=g)).clamp(0, 1).permute(2, 0, 1)[None]
 
 
 # ------------------------------------------------------------------------------------ detection
@@ -110,7 +110,7 @@ def test_rrdbnet_files_load_with_their_architecture_and_scale(tmp_path, style, s
     x = torch.rand(1, 3, 12, 9)
     with torch.no_grad():
         assert torch.equal(up.model(x), ref(x))
-    assert up(x.permute(0, 2, 3, 1)).shape == (1, 12 * scale, 9 * scale, 3)
+    assert up(x).shape == (1, 3, 12 * scale, 9 * scale)
 
 
 @pytest.mark.parametrize("scale", [4, 2])
@@ -169,7 +169,7 @@ def test_other_architectures_go_to_spandrel(tmp_path):
     descriptor = spandrel.ModelLoader().load_from_file(str(path))
     img = make_image(40, 30)
     with torch.no_grad():
-        expected = descriptor(img.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        expected = descriptor(img)
     torch.testing.assert_close(up(img), expected, atol=1e-5, rtol=1e-5)
 
 
@@ -194,7 +194,7 @@ def test_tiled_equals_untiled(name):
     assert len(plan.rows) >= 2 and len(plan.cols) >= 2 and 197 % tile and 171 % tile
     whole = up(image, tile=1024)
     tiled = up(image, tile=tile, overlap=overlap)
-    assert tiled.shape == whole.shape == (1, 171 * up.scale, 197 * up.scale, 3)
+    assert tiled.shape == whole.shape == (1, 3, 171 * up.scale, 197 * up.scale)
     assert whole.std() > 0.05
     assert (tiled - whole).abs().max() < 1e-3
 
@@ -234,12 +234,12 @@ def x2() -> Upscaler:
 def test_odd_and_single_pixel_sizes(rrdb4, x2, height, width):
     for up in (rrdb4, x2):
         out = up(make_image(height, width), tile=64, overlap=16)
-        assert out.shape == (1, height * up.scale, width * up.scale, 3)
+        assert out.shape == (1, 3, height * up.scale, width * up.scale)
         assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
 
 
 def test_grayscale_pil_stays_gray_and_matches_the_colour_path(rrdb4):
-    gray = Image.fromarray((make_image(20, 30, 1)[0, :, :, 0] * 255).byte().numpy(), mode="L")
+    gray = Image.fromarray((make_image(20, 30, 1)[0, 0] * 255).byte().numpy(), mode="L")
     out = rrdb4(gray)
     assert out.mode == "L" and out.size == (120, 80)
     via_rgb = rrdb4(gray.convert("RGB")).convert("L")
@@ -249,13 +249,13 @@ def test_grayscale_pil_stays_gray_and_matches_the_colour_path(rrdb4):
 
 def test_rgba_keeps_its_alpha(rrdb4):
     rgb = make_image(24, 16)
-    alpha = torch.zeros(1, 24, 16, 1)
-    alpha[:, :, 8:] = 1.0  # transparent left half, opaque right half
-    out = rrdb4(torch.cat([rgb, alpha], -1), scale=2)
-    assert out.shape == (1, 48, 32, 4)
-    torch.testing.assert_close(out[..., :3], rrdb4(rgb, scale=2))
-    assert out[0, :, :12, 3].max() == 0 and out[0, :, 20:, 3].min() == 1
-    pil = Image.fromarray((torch.cat([rgb, alpha], -1)[0] * 255).byte().numpy(), mode="RGBA")
+    alpha = torch.zeros(1, 1, 24, 16)
+    alpha[..., 8:] = 1.0  # transparent left half, opaque right half
+    out = rrdb4(torch.cat([rgb, alpha], 1), scale=2)
+    assert out.shape == (1, 4, 48, 32)
+    torch.testing.assert_close(out[:, :3], rrdb4(rgb, scale=2))
+    assert out[0, 3, :, :12].max() == 0 and out[0, 3, :, 20:].min() == 1
+    pil = Image.fromarray((torch.cat([rgb, alpha], 1)[0].permute(1, 2, 0) * 255).byte().numpy(), mode="RGBA")
     assert rrdb4(pil).mode == "RGBA"
     assert rrdb4(pil.convert("LA")).mode == "LA"
 
@@ -270,7 +270,7 @@ def test_palette_and_16_bit_images_are_converted(rrdb4):
 def test_tensor_batches_of_gray_and_rgba(rrdb4):
     batch = torch.cat([make_image(9, 11, 1, seed=1), make_image(9, 11, 1, seed=2)])
     out = rrdb4(batch, tile=64)
-    assert out.shape == (2, 36, 44, 1)
+    assert out.shape == (2, 1, 36, 44)
     torch.testing.assert_close(out[1:], rrdb4(batch[1:]))
 
 
@@ -280,7 +280,7 @@ def test_gray_model_upscales_each_colour_channel():
     rgb = make_image(10, 12)
     out = up(rgb)
     for c in range(3):
-        torch.testing.assert_close(out[..., c : c + 1], up(rgb[..., c : c + 1]))
+        torch.testing.assert_close(out[:, c : c + 1], up(rgb[:, c : c + 1]))
 
 
 def test_target_scale_resizes_after_super_resolution(rrdb4):
@@ -416,14 +416,14 @@ def test_missing_and_non_model_files(tmp_path):
 
 
 def test_bad_images_and_arguments(rrdb4):
-    with pytest.raises(InputError, match=r"\[B, H, W, C\]"):
+    with pytest.raises(InputError, match=r"\[B, C, H, W\]"):
         rrdb4(torch.rand(3, 8, 8))
     with pytest.raises(InputError, match="float"):
-        rrdb4(torch.zeros(1, 8, 8, 3, dtype=torch.uint8))
+        rrdb4(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
     with pytest.raises(InputError, match="tile"):
-        rrdb4(torch.rand(1, 8, 8, 3), tile=0)
+        rrdb4(torch.rand(1, 3, 8, 8), tile=0)
     with pytest.raises(InputError, match="scale"):
-        rrdb4(torch.rand(1, 8, 8, 3), scale=0)
+        rrdb4(torch.rand(1, 3, 8, 8), scale=0)
     with pytest.raises(InputError, match="PIL"):
         rrdb4("image.png")
 

@@ -7,11 +7,10 @@ with SDXL's scaling factor 0.13025 (reference/hunyuandit-official.md §3). Readi
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ..errors import InputError
+from ..tiling import plan_tiles, run_tiles
 
 SDXL_SCALING_FACTOR = 0.13025
 SDXL_SAMPLE_SIZE = 1024
@@ -25,52 +24,14 @@ def _spatial_factor(vae) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
-def _tile_spans(n: int, tile: int, overlap: int) -> list[tuple[int, int]]:
-    """Evenly spaced windows of length ``tile`` covering ``0..n``, neighbours overlapping by at least ``overlap``."""
-    if n <= tile:
-        return [(0, n)]
-    count = math.ceil((n - overlap) / (tile - overlap))
-    return [(s, s + tile) for s in (round(i * (n - tile) / (count - 1)) for i in range(count))]
-
-
-def _ramp(spans: list[tuple[int, int]], i: int, f: int, device: torch.device) -> torch.Tensor:
-    """Blend weights along one axis for window ``i`` in pixels: linear cross-fades over the overlaps with
-    the neighbouring windows (complementary, so two overlapping windows sum to 1), 1 elsewhere."""
-    s, e = spans[i]
-    w = torch.ones((e - s) * f, device=device)
-    ov = (spans[i - 1][1] - s) * f if i > 0 else 0
-    if ov > 0:
-        w[:ov] = torch.minimum(w[:ov], (torch.arange(ov, device=device) + 0.5) / ov)
-    ov = (e - spans[i + 1][0]) * f if i + 1 < len(spans) else 0
-    if ov > 0:
-        w[-ov:] = torch.minimum(w[-ov:], ((torch.arange(ov, device=device) + 0.5) / ov).flip(0))
-    return w
-
-
-def _decode_tiled(vae, z: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
-    """Decode overlapping latent windows one at a time and cross-fade them (weights normalised per pixel)."""
-    f = _spatial_factor(vae)
-    b, _, h, w = z.shape
-    rows, cols = _tile_spans(h, tile, overlap), _tile_spans(w, tile, overlap)
-    out = torch.zeros(b, vae.config.out_channels, h * f, w * f, device=z.device)
-    norm = torch.zeros(h * f, w * f, device=z.device)
-    for i, (y0, y1) in enumerate(rows):
-        wy = _ramp(rows, i, f, z.device)
-        for j, (x0, x1) in enumerate(cols):
-            weight = wy[:, None] * _ramp(cols, j, f, z.device)[None, :]
-            piece = vae.decode(z[:, :, y0:y1, x0:x1], return_dict=False)[0].float()
-            out[:, :, y0 * f:y1 * f, x0 * f:x1 * f] += piece * weight
-            norm[y0 * f:y1 * f, x0 * f:x1 * f] += weight
-    return out / norm
-
-
 def decode_latents(vae, latents: torch.Tensor, tiled: bool = False, *, tile_size: int = 64,
                    tile_overlap: int = 16) -> torch.Tensor:
     """Scaled latents [B,C,h,w] -> images [B,3,8h,8w] float32 in 0..1.
 
-    ``tiled`` decodes windows of ``tile_size`` latents (64 = 512 px) overlapping by ``tile_overlap`` and
-    cross-fades them, so memory stays bounded for large images; the result differs from a whole decode
-    only by the decoder's GroupNorm statistics being per window, which the cross-fades keep seamless.
+    ``tiled`` decodes windows of at most ``tile_size`` latents (64 = 512 px) sharing at least ``tile_overlap``
+    and cross-fades them (:mod:`hunyuan_core.tiling`, as the upscaler), so memory stays bounded for large
+    images; the result differs from a whole decode only by the decoder's GroupNorm statistics being per
+    window, which the cross-fades keep seamless.
     """
     if latents.ndim != 4:
         raise InputError(f"latents must be [B, C, h, w]; got shape {tuple(latents.shape)}")
@@ -79,8 +40,16 @@ def decode_latents(vae, latents: torch.Tensor, tiled: bool = False, *, tile_size
     sf, shift = _scale(vae)
     param = next(vae.parameters())
     z = latents.to(device=param.device, dtype=param.dtype) / sf + shift
+
+    def decode(window: torch.Tensor) -> torch.Tensor:
+        return vae.decode(window, return_dict=False)[0]
+
     with torch.no_grad():
-        x = _decode_tiled(vae, z, tile_size, tile_overlap) if tiled else vae.decode(z, return_dict=False)[0]
+        if tiled:
+            plan = plan_tiles(z.shape[-2], z.shape[-1], tile_size, tile_overlap)
+            x = run_tiles(decode, z, _spatial_factor(vae), plan, margin=0.0)
+        else:
+            x = decode(z)
     return (x.float() / 2 + 0.5).clamp(0, 1)
 
 

@@ -24,7 +24,7 @@ from .local import (
     quantization_kwargs,
 )
 from .parsing import ParsedReply, parse_chat
-from .templates import SYSTEM_PROMPT, History, chat_messages
+from .templates import SYSTEM_PROMPT, History, chat_messages, fit_history
 
 CHAT_OPTIONS = GenerationOptions(temperature=0.7, max_new_tokens=512)
 _HUGE = 1_000_000  # tokenizers without a real limit report model_max_length as about 1e30
@@ -96,11 +96,7 @@ class ChatLLMBackend:
     def complete(self, history: History, request: str, options: GenerationOptions) -> str:
         """The model's raw reply (oldest turns dropped until the conversation fits its context)."""
         budget = self.max_context - options.max_new_tokens
-        history = list(history)
-        ids = self.prompt_ids(history, request)
-        while len(ids) > budget and history:
-            history = history[1:]
-            ids = self.prompt_ids(history, request)
+        ids = fit_history(history, lambda kept: self.prompt_ids(kept, request), len, budget)
         if len(ids) > budget:
             raise InputError(f"chat LLM: the request is too long: {len(ids)} tokens leave no room within the "
                              f"model's {self.max_context}-token context for {options.max_new_tokens} new tokens")

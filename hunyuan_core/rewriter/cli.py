@@ -18,11 +18,13 @@ from typing import TextIO
 from ..errors import HunyuanError, InputError
 from ..images import open_image
 from ..outputs import check_writable_dir, save_new
+from ..settings.devices import DTYPES
+from ..settings.limits import MAX_SEED
 from .instructions import Instruction, InstructionStore
 from .limits import tokenizer_counter
 from .rewriter import Rewriter
 from .sanitize import terminal_text
-from .session import MAX_SEED, Session, SessionStore
+from .session import Session, SessionStore
 
 HELP = """commands: /undo (drop the last turn)  /reset (start over)  /history  /seed N
           /instructions  /use NAME (apply a saved instruction; /use none to stop)  /quit"""
@@ -59,7 +61,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="send the API key ($HUNYUAN_REWRITER_API_KEY) over plain http:// to another machine "
                         "(only on a network you trust; https:// and this machine's servers need no flag)")
     p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None, choices=["auto", "fp16", "bf16", "fp32"])
+    p.add_argument("--dtype", default=None, choices=list(DTYPES))
     p.set_defaults(func=run)
     return p
 
@@ -151,7 +153,7 @@ def chat(pipe: Callable, rewriter: Rewriter, args: argparse.Namespace, stdin: Te
 
 def _parse_seed(text: str) -> int:
     """A seed typed after ``/seed``: ASCII digits in 0..MAX_SEED (``int`` would also take '²' or '١')."""
-    if not re.fullmatch(r"[0-9]{1,10}", text) or int(text) > MAX_SEED:
+    if not re.fullmatch(r"[0-9]{1,20}", text) or int(text) > MAX_SEED:
         raise InputError(f"/seed {text[:24]!r}: expected a whole number from 0 to {MAX_SEED}, such as /seed 42")
     return int(text)
 

@@ -38,7 +38,7 @@ from .local import (
     quantization_kwargs,
 )
 from .parsing import ParsedReply, parse_dialoggen
-from .templates import IMAGE_TOKEN, History, render_llava_v1
+from .templates import IMAGE_TOKEN, History, fit_history, render_llava_v1
 
 # Official sampling (mllm/dialoggen_demo.py eval_model); top_k 50 was transformers' default when it ran.
 DIALOGGEN_OPTIONS = GenerationOptions(temperature=0.2, max_new_tokens=512, top_k=50)
@@ -121,12 +121,8 @@ class DialogGenBackend:
         with self.model.use() as model:
             features = self.image_features(model)
             budget = self.max_context - options.max_new_tokens - features.shape[0]
-            history = list(history)
-            while True:
-                first, second = self.prompt_ids(history, request)
-                if len(first) + len(second) <= budget or not history:
-                    break
-                history = history[1:]
+            first, second = fit_history(history, lambda kept: self.prompt_ids(kept, request),
+                                        lambda ids: len(ids[0]) + len(ids[1]), budget)
             if len(first) + len(second) > budget:
                 raise InputError(
                     f"DialogGen: the request is too long: {len(first) + len(second)} tokens with the placeholder "

@@ -7,7 +7,6 @@ released after use and loaded again next time. ``keep_loaded`` keeps either on t
 
 from __future__ import annotations
 
-import gc
 import importlib.util
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InputError
+from ..settings.devices import release_cached_memory
 
 QUANTIZATIONS = (None, "4bit", "8bit")
 
@@ -105,9 +105,7 @@ class LocalModel:
             self._model = None
         elif self.device.type != "cpu":
             self._model.to("cpu")
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        release_cached_memory(self.device)
 
     def release(self) -> None:
         """Drop the weights entirely (the next use loads them again)."""

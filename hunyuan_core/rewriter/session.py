@@ -24,16 +24,17 @@ from pathlib import Path
 
 from ..errors import InputError, OutputError
 from ..outputs import save_new
+from ..settings.limits import MAX_SEED
 from .userdir import is_text, keep_backup, locked, read_json, save_text, show, user_dir, warn
 
 SESSION_FORMAT = "hunyuan-dit-session"
 SESSION_VERSION = 1
-MAX_SEED = 2**32 - 1
 MAX_STEM_BYTES = 100  # file names are limited to 255 bytes; longer names are cut and told apart by a hash
 
 
 def random_seed() -> int:
-    return random.randint(0, MAX_SEED)
+    """A new session's drawing seed: 32 bits, short enough to retype (any seed up to ``MAX_SEED`` is accepted)."""
+    return random.getrandbits(32)
 
 
 def _is_int(value: object) -> bool:

@@ -6,9 +6,23 @@ model's raw reply, exactly what the official multi-turn app keeps in its LLaVA c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 History = Sequence[tuple[str, str]]
+Encoded = TypeVar("Encoded")
+
+
+def fit_history(history: History, encode: Callable[[History], Encoded], length: Callable[[Encoded], int],
+                budget: int) -> Encoded:
+    """The conversation encoded with as many of the newest turns as fit ``budget`` tokens: the oldest turns are
+    dropped first, and with none left the request alone is returned (the caller says when even that is too long)."""
+    history = list(history)
+    encoded = encode(history)
+    while length(encoded) > budget and history:
+        history = history[1:]
+        encoded = encode(history)
+    return encoded
 
 # --- DialogGen (Tencent HunyuanDiT, mllm/dialoggen_demo.py and app/multiTurnT2I_app.py) ----------------
 # "First judge the user's intent; if it is drawing, put <画图> before the output:" + the request.

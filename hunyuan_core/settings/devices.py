@@ -1,13 +1,16 @@
-"""Default device and precision, one rule for every loader; which devices exist and how much memory they have."""
+"""Default device and precision, one rule for every entry point (pipeline, loaders, upscaler, rewriter, CLIs,
+nodes outside ComfyUI), the one table of precision names; which devices exist and how much memory they have."""
 
 from __future__ import annotations
+
+import gc
 
 import torch
 
 from ..errors import InputError
 
-DTYPES = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-          "fp32": torch.float32, "float32": torch.float32}
+# The precision names offered everywhere (CLI --dtype, node widgets); "auto" lets resolve_dtype choose for the device.
+DTYPES: dict[str, torch.dtype | None] = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def available_devices() -> list[str]:
@@ -23,12 +26,23 @@ def available_devices() -> list[str]:
     return names
 
 
+def default_device() -> torch.device:
+    """The first accelerator this machine has: CUDA (ROCm included), else Intel's XPU, else Apple's MPS, else
+    the CPU."""
+    for kind in ("cuda", "xpu"):
+        backend = getattr(torch, kind, None)
+        if backend is not None and backend.is_available():
+            return torch.device(kind)
+    mps = getattr(torch.backends, "mps", None)
+    return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` -> CUDA when available, else CPU; a CUDA/XPU/MPS device must exist here, else
+    """``None`` -> :func:`default_device`; a CUDA/XPU/MPS device must exist here, else
     :class:`InputError` naming the ones that do (instead of a CUDA-initialisation traceback deep inside a
     loader). Other backends (DirectML's ``privateuseone`` in ComfyUI, ...) cannot be queried and pass."""
     if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return default_device()
     available = available_devices()
     try:
         resolved = torch.device(device)
@@ -40,6 +54,15 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
             f"device {str(device)!r} is not available on this machine; expected one of: {', '.join(available)}"
         )
     return resolved
+
+
+def release_cached_memory(device: torch.device) -> None:
+    """Give the memory the allocator caches on ``device`` back (after a model left it, an out-of-memory retry
+    or an interrupted run), once Python has dropped what nothing refers to any more."""
+    gc.collect()
+    backend = getattr(torch, device.type, None) if device.type in ("cuda", "mps", "xpu") else None
+    if backend is not None and backend.is_available():
+        backend.empty_cache()
 
 
 def free_memory(device: torch.device) -> int | None:
@@ -64,10 +87,11 @@ def resolve_dtype(
 ) -> torch.dtype:
     """``None``/``"auto"`` -> fp16 on GPUs (the official precision), ``cpu_default`` on CPU (fp16 matmuls are
     slow there); names such as ``"bf16"`` map to their dtype."""
-    if dtype is None or dtype == "auto":
-        return torch.float16 if device.type in ("cuda", "mps", "xpu") else cpu_default
     if isinstance(dtype, torch.dtype):
         return dtype
-    if dtype not in DTYPES:
-        raise InputError(f"unknown dtype '{dtype}': choose auto, fp16, bf16 or fp32")
-    return DTYPES[dtype]
+    if dtype is not None and (not isinstance(dtype, str) or dtype not in DTYPES):
+        raise InputError(f"unknown dtype {dtype!r}: choose {', '.join(DTYPES)}")
+    chosen = DTYPES[dtype or "auto"]
+    if chosen is None:
+        return torch.float16 if device.type in ("cuda", "mps", "xpu") else cpu_default
+    return chosen

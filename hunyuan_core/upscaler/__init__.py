@@ -1,7 +1,7 @@
 """Super-resolution for HunyuanDiT results: ESRGAN-family and Real-ESRGAN compact models, tiled.
 
 ``hy.load_upscaler(path)`` detects the architecture and scale from the weights; the returned
-:class:`Upscaler` takes PIL images or ``[B, H, W, C]`` tensors of any size.
+:class:`Upscaler` takes PIL images or ``[B, C, H, W]`` tensors of any size.
 """
 
 from .upscaler import Upscaler, load_upscaler, upscale_images

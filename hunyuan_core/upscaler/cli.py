@@ -6,13 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from ..errors import InputError
 from ..images import open_image
+from ..settings.devices import DTYPES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-DTYPES = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def _inputs(paths: list[Path]) -> list[Path]:
@@ -45,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     files = _inputs(args.inputs)
     check_writable_dir(args.out)
-    upscaler = load_upscaler(args.model, device=args.device, dtype=DTYPES[args.dtype])
+    upscaler = load_upscaler(args.model, device=args.device, dtype=args.dtype)
     factor = args.scale if args.scale is not None else upscaler.scale
     for path in files:
         result = upscaler(open_image(path), tile=args.tile, overlap=args.overlap, scale=args.scale,

@@ -1,4 +1,4 @@
-"""Images in and out of the upscaler: PIL images or ``[B, H, W, C]`` float tensors, gray/colour/alpha.
+"""Images in and out of the upscaler: PIL images or ``[B, C, H, W]`` float tensors, gray/colour/alpha.
 
 Inside, an image is ``[1, C, H, W]`` float32 in 0..1 with C = 1 (L), 2 (LA), 3 (RGB) or 4 (RGBA);
 colour and alpha are split so that only colour goes through the network.
@@ -31,10 +31,10 @@ def output_size(height: int, width: int, factor: float) -> tuple[int, int]:
 
 
 def check_batch(images: torch.Tensor) -> None:
-    """Refuse anything but a float ``[B, H, W, C]`` tensor with 1-4 channels and non-empty sides."""
-    if images.ndim != 4 or not 1 <= images.shape[-1] <= 4 or 0 in images.shape:
+    """Refuse anything but a float ``[B, C, H, W]`` tensor with 1-4 channels and non-empty sides."""
+    if images.ndim != 4 or not 1 <= images.shape[1] <= 4 or 0 in images.shape:
         raise InputError(
-            f"expected an image batch [B, H, W, C] with C = 1..4 and no empty side; got shape {tuple(images.shape)}"
+            f"expected an image batch [B, C, H, W] with C = 1..4 and no empty side; got shape {tuple(images.shape)}"
         )
     if not images.is_floating_point():
         raise InputError(f"expected float pixels in 0..1; got dtype {images.dtype}")

@@ -2,7 +2,7 @@
 
 ``load_upscaler`` recognises the built-in architectures (RRDBNet, SRVGGNetCompact) from the weights and
 hands any other file to spandrel when it is installed (ComfyUI always has it). An :class:`Upscaler`
-takes PIL images or ``[B, H, W, C]`` tensors, keeps alpha and gray, resizes to a target scale, halves the
+takes PIL images or ``[B, C, H, W]`` tensors (as the rest of the core), keeps alpha and gray, resizes to a target scale, halves the
 tile and carries on when the device runs out of memory, and reports progress per tile.
 """
 
@@ -19,32 +19,18 @@ from PIL import Image
 from ..errors import HunyuanError, InputError, ModelFileError
 from ..formats.files import read_checkpoint, unwrap_state_dict
 from ..images import pil_to_tensor, tensor_to_pil
-from ..settings.devices import resolve_device
+from ..settings.devices import release_cached_memory, resolve_device, resolve_dtype
 from ..settings.limits import MAX_UPSCALE_FACTOR
 from ..settings.validate import check_float, check_int
 from . import images as im
 from .detect import CONTAINER_KEYS, build, detect, strip_prefix
-from .tiling import is_out_of_memory, plan_tiles, run_tiles
+from ..tiling import is_out_of_memory, plan_tiles, run_tiles
 
 logger = logging.getLogger("hunyuan_dit")
 
 StateDict = dict[str, torch.Tensor]
 Progress = Callable[[int, int], None]
 MIN_TILE = 64
-
-
-def default_device() -> torch.device:
-    """CUDA when available, else Apple's MPS, else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def default_dtype(device: torch.device) -> torch.dtype:
-    """fp16 on GPUs (all supported architectures run in it), fp32 on the CPU where fp16 convs are slow."""
-    return torch.float32 if device.type == "cpu" else torch.float16
 
 
 class Upscaler:
@@ -158,7 +144,7 @@ class Upscaler:
         progress: Progress | None = None,
         cancel: Callable[[], None] | None = None,
     ) -> Image.Image | list[Image.Image] | torch.Tensor:
-        """Upscale a PIL image, a list of them, or a ``[B, H, W, C]`` float tensor (returned alike).
+        """Upscale a PIL image, a list of them, or a ``[B, C, H, W]`` float tensor (returned alike).
 
         ``tile``/``overlap`` are in input pixels; ``scale`` (default: the model's) resizes the result
         after super-resolution; ``progress(done, total)`` is called after every tile, ``cancel()``
@@ -172,11 +158,10 @@ class Upscaler:
             return tensor_to_pil(run([pil_to_tensor(image)])[0], image.mode)
         if isinstance(image, torch.Tensor):
             im.check_batch(image)
-            out = run([image[i : i + 1].permute(0, 3, 1, 2) for i in range(image.shape[0])])
-            return torch.stack([o[0].permute(1, 2, 0) for o in out])  # one copy, contiguous [B, H, W, C]
+            return torch.cat(run([image[i : i + 1] for i in range(image.shape[0])]))
         if isinstance(image, Sequence) and all(isinstance(i, Image.Image) for i in image):
             return [tensor_to_pil(t, i.mode) for t, i in zip(run([pil_to_tensor(i) for i in image]), image)]
-        raise InputError(f"expected a PIL image, a list of them or a [B, H, W, C] tensor; got {type(image).__name__}")
+        raise InputError(f"expected a PIL image, a list of them or a [B, C, H, W] tensor; got {type(image).__name__}")
 
 
 class _Run:
@@ -223,7 +208,7 @@ class _Run:
                         f"out of memory upscaling a {w}x{h} image even with {self.tile}-pixel tiles on "
                         f"{up.device}; free memory or use a smaller model"
                     ) from exc
-            _release(up.device)  # outside the except block, so the failed tile's tensors are already freed
+            release_cached_memory(up.device)  # outside the except block, so the failed tile's tensors are already freed
             self.tile //= 2
             logger.warning("upscaler: out of memory, retrying with %d-pixel tiles", self.tile)
             self.done = start
@@ -234,13 +219,6 @@ class _Run:
         if alpha is None:
             return colour
         return torch.cat([colour, im.resize(alpha, out_h, out_w, mode="bilinear")], 1)
-
-
-def _release(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    elif device.type == "mps":
-        torch.mps.empty_cache()
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -278,19 +256,20 @@ def _spandrel_upscaler(sd: StateDict, where: str, found: str) -> Upscaler:
 def load_upscaler(
     path: str | os.PathLike | StateDict,
     device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
 ) -> Upscaler:
     """Load SR weights (``.safetensors``/``.pth``/...) or a state dict and detect architecture and scale.
 
     Built in: RRDBNet (ESRGAN, Real-ESRGAN ``params_ema``/``params``, BSRGAN; x4, x2/x1 with
     pixel-unshuffle, x8) and SRVGGNetCompact; any other architecture goes to spandrel if installed.
-    ``device`` defaults to the GPU when there is one, ``dtype`` to fp16 there and fp32 on the CPU.
+    ``device`` and ``dtype`` follow :mod:`hunyuan_core.settings.devices` (the GPU when there is one; fp16
+    there, fp32 on the CPU).
     """
     where = "upscale model" if isinstance(path, dict) else f"upscale model '{path}'"
     raw = path if isinstance(path, dict) else read_checkpoint(path, what="upscale model")
     sd = strip_prefix(unwrap_state_dict(raw, CONTAINER_KEYS, where))
-    device = resolve_device(device) if device is not None else default_device()
-    dtype = dtype if dtype is not None else default_dtype(device)
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
     detected = detect(sd, where)
     if detected is None:
         found = ", ".join(sorted(sd)[:6]) + (", ..." if len(sd) > 6 else "")

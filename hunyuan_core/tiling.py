@@ -1,4 +1,6 @@
-"""Tiled super-resolution with feathered overlaps: memory bounded by the tile, no visible seams.
+"""Running a network tile by tile with feathered overlaps: memory bounded by the tile, no visible seams.
+
+Used by the upscaler (super-resolution, x1..x8) and the VAE's tiled decode (x8 from latents to pixels).
 
 Tiles form a grid of equal tiles spread evenly; neighbours share at least ``overlap`` input pixels.
 Inside a shared band each tile's weight is 0 over the quarter of the band next to its own cut edge
@@ -8,6 +10,9 @@ same border. The grid makes the weights separable, so each axis is normalised on
 added straight into the output: no weight image, no second pass. A network whose receptive field
 reaches no further than a quarter of the shared band therefore gives exactly its whole-image result;
 real networks, whose far context matters little, differ from it only by that little, smoothly.
+``margin`` sets that zero-weight part (a quarter by default); the VAE decodes with ``margin=0``, a cross-fade
+over the whole band, because its windows differ everywhere (per-window GroupNorm statistics), not only
+near their cut edges.
 """
 
 from __future__ import annotations
@@ -57,14 +62,15 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int, align: int = 1)
     return TilePlan(height, width, _axis_spans(height, tile, overlap, align), _axis_spans(width, tile, overlap, align))
 
 
-def _ramp(distance: torch.Tensor, shared: int) -> torch.Tensor:
-    """Weight by distance from a cut edge whose band with the neighbour is ``shared`` pixels wide."""
+def _ramp(distance: torch.Tensor, shared: int, margin: float) -> torch.Tensor:
+    """Weight by distance from a cut edge whose band with the neighbour is ``shared`` pixels wide: 0 over the
+    first ``margin`` of the band, rising linearly to 1 at ``1 - margin`` of it."""
     if shared <= 0:
         return torch.ones_like(distance)
-    return ((distance - shared / 4) / (shared / 2)).clamp(0, 1)
+    return ((distance - shared * margin) / (shared * (1 - 2 * margin))).clamp(0, 1)
 
 
-def _axis_weights(spans: list[Span], scale: int) -> list[torch.Tensor]:
+def _axis_weights(spans: list[Span], scale: int, margin: float) -> list[torch.Tensor]:
     """Normalised 1-D blend weights per span, at output resolution."""
     if len(spans) == 1:
         return [torch.ones((spans[0][1] - spans[0][0]) * scale)]
@@ -73,9 +79,9 @@ def _axis_weights(spans: list[Span], scale: int) -> list[torch.Tensor]:
         u = (torch.arange(start * scale, end * scale, dtype=torch.float64) + 0.5) / scale
         w = torch.ones_like(u)
         if i > 0:
-            w = torch.minimum(w, _ramp(u - start, spans[i - 1][1] - start))
+            w = torch.minimum(w, _ramp(u - start, spans[i - 1][1] - start, margin))
         if i < len(spans) - 1:
-            w = torch.minimum(w, _ramp(end - u, end - spans[i + 1][0]))
+            w = torch.minimum(w, _ramp(end - u, end - spans[i + 1][0], margin))
         raw.append(w)
     total = torch.zeros(spans[-1][1] * scale, dtype=torch.float64)
     for (start, end), w in zip(spans, raw):
@@ -90,25 +96,29 @@ def run_tiles(
     plan: TilePlan,
     before_tile: Callable[[], None] | None = None,
     after_tile: Callable[[], None] | None = None,
+    margin: float = 0.25,
 ) -> torch.Tensor:
-    """Upscale ``image`` ``[N, C, H, W]`` tile by tile; returns float32 ``[N, C, H*scale, W*scale]`` on its device.
+    """Apply ``forward`` to ``image`` ``[N, C, H, W]`` tile by tile; returns float32 ``[N, C', H*scale, W*scale]``
+    on the image's device, ``C'`` being what ``forward`` returns (the VAE decodes 4 latent channels to 3).
 
-    ``forward`` maps a tile to its upscaled version (any device/dtype); ``before_tile`` may raise to
-    stop (interruption), ``after_tile`` reports progress.
+    ``forward`` maps a tile to its ``scale`` times larger result (any device/dtype); ``before_tile`` may raise
+    to stop (interruption), ``after_tile`` reports progress; ``margin`` (0 <= margin < 0.5) is the part of each
+    shared band next to a tile's cut edge where that tile has no weight.
     """
-    n, c, h, w = image.shape
-    whole = len(plan) == 1  # the result is the output: no accumulator, no weights
-    out = None if whole else torch.zeros(n, c, h * scale, w * scale, device=image.device)
-    row_w = [t.to(image.device) for t in _axis_weights(plan.rows, scale)]
-    col_w = [t.to(image.device) for t in _axis_weights(plan.cols, scale)]
+    n, _, h, w = image.shape
+    out = None
+    row_w = [t.to(image.device) for t in _axis_weights(plan.rows, scale, margin)]
+    col_w = [t.to(image.device) for t in _axis_weights(plan.cols, scale, margin)]
     for (y0, y1), wy in zip(plan.rows, row_w):
         for (x0, x1), wx in zip(plan.cols, col_w):
             if before_tile is not None:
                 before_tile()
             result = forward(image[:, :, y0:y1, x0:x1]).to(device=image.device, dtype=torch.float32)
-            if whole:
+            if len(plan) == 1:  # the result is the output: no accumulator, no weights
                 out = result
             else:
+                if out is None:
+                    out = torch.zeros(n, result.shape[1], h * scale, w * scale, device=image.device)
                 out[:, :, y0 * scale : y1 * scale, x0 * scale : x1 * scale].addcmul_(result, wy[:, None] * wx[None, :])
             if after_tile is not None:
                 after_tile()
