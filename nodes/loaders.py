@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-
 from hunyuan_core.errors import InputError
 from hunyuan_core.formats.official import VARIANTS as OFFICIAL_VARIANTS
 from hunyuan_core.formats.two_files import load_text_encoder_from_files

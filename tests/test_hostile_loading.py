@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 import hunyuan_core as hy
-from hunyuan_core.formats import files as files_module
 from hunyuan_core.errors import ModelFileError, NumericsError
+from hunyuan_core.formats import files as files_module
 from hunyuan_core.formats.files import read_checkpoint
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from comfy_host import require_comfyui, run_node
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -27,7 +28,6 @@ from PIL import Image
 from hunyuan_core.errors import InputError, OutputError
 from hunyuan_core.rewriter import BUILTIN_INSTRUCTIONS, Instruction, InstructionStore, Session, SessionStore
 from hunyuan_core.rewriter.rewriter import RewriteResult
-from comfy_host import require_comfyui, run_node
 
 require_comfyui()  # the rewriter nodes are driven here (on the pack's host outside ComfyUI)
 

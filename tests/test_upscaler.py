@@ -19,11 +19,11 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from hunyuan_core.errors import HunyuanError, InputError, ModelFileError
+from hunyuan_core.tiling import plan_tiles
 from hunyuan_core.upscaler import Upscaler, load_upscaler, upscale_images
 from hunyuan_core.upscaler import cli as upscale_cli
 from hunyuan_core.upscaler.rrdbnet import RRDBConfig, RRDBNet
 from hunyuan_core.upscaler.srvgg import SRVGGConfig, SRVGGNetCompact
-from hunyuan_core.tiling import plan_tiles
 
 
 # ------------------------------------------------------------------------------------- weights

@@ -15,8 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-
-
 @dataclass(frozen=True)
 class VersionDefaults:
     """Sampling settings that differ between releases."""

@@ -22,9 +22,9 @@ from ..images import pil_to_tensor, tensor_to_pil
 from ..settings.devices import release_cached_memory, resolve_device, resolve_dtype
 from ..settings.limits import MAX_UPSCALE_FACTOR
 from ..settings.validate import check_float, check_int
+from ..tiling import is_out_of_memory, plan_tiles, run_tiles
 from . import images as im
 from .detect import CONTAINER_KEYS, build, detect, strip_prefix
-from ..tiling import is_out_of_memory, plan_tiles, run_tiles
 
 logger = logging.getLogger("hunyuan_dit")
 
