@@ -334,13 +334,43 @@ def test_shard_index_cannot_point_outside_the_model_folder(tiny_diffusers, tmp_p
         hy.load_text_encoder(model, device="cpu")
 
 
-def test_tokenizer_config_cannot_name_files_outside_the_folder(tiny_diffusers, tmp_path):
+def test_tokenizer_config_cannot_make_the_tokenizer_read_files_outside_the_folder(tiny_diffusers, tmp_path):
+    """A ``*_file`` entry naming a file elsewhere is dropped: the folder's own files are read, never that one."""
+    own = hy.load_text_encoder(tiny_diffusers, device="cpu").bert_tokenizer.get_vocab()
     model = copy_model(tiny_diffusers, tmp_path)
     cfg_path = model / "tokenizer" / "tokenizer_config.json"
     cfg = json.loads(cfg_path.read_text())
-    cfg_path.write_text(json.dumps({**cfg, "vocab_file": "../../../etc/passwd"}))
-    with pytest.raises(ModelFileError, match=r"entry 'vocab_file': names the file '../../../etc/passwd', which is not inside"):
-        hy.load_text_encoder(model, device="cpu")
+    elsewhere = tmp_path / "elsewhere_vocab.txt"
+    elsewhere.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "stolen"]) + "\n")
+    for name in ("../../../elsewhere_vocab.txt", str(elsewhere)):
+        cfg_path.write_text(json.dumps({**cfg, "vocab_file": name}))
+        assert hy.load_text_encoder(model, device="cpu").bert_tokenizer.get_vocab() == own
+
+
+def test_tokenizer_saved_with_the_authors_absolute_paths_loads(tiny_diffusers, tmp_path):
+    """Older transformers wrote ``special_tokens_map_file`` as an absolute path on the author's machine (ComfyUI's
+    own hydit_clip_tokenizer has one): such a folder must load, from its own files."""
+    model = copy_model(tiny_diffusers, tmp_path)
+    cfg_path = model / "tokenizer" / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg_path.write_text(json.dumps({**cfg, "special_tokens_map_file": "/home/someone/.cache/huggingface/hub/"
+                                    "models--hfl--chinese-roberta-wwm-ext/snapshots/0/special_tokens_map.json"}))
+    encoder = hy.load_text_encoder(model, device="cpu")
+    assert encoder.bert_tokenizer.get_vocab() == hy.load_text_encoder(tiny_diffusers, device="cpu").bert_tokenizer.get_vocab()
+
+
+def test_comfyuis_bundled_bert_tokenizer_loads():
+    """The vocabulary the pack uses for all-in-one files inside ComfyUI (they carry none)."""
+    from hunyuan_core.formats.text_encoder_files import load_bert_tokenizer
+
+    require_comfyui()
+    from nodes import host
+
+    folder = host.comfy_bert_vocab()
+    assert folder is not None and Path(folder).name == "hydit_clip_tokenizer"
+    tokenizer = load_bert_tokenizer(folder)
+    assert len(tokenizer.get_vocab()) == 47020  # hfl/chinese-roberta-wwm-ext's vocabulary
+    assert tokenizer.tokenize("一只猫")[:3] == ["一", "只", "猫"]
 
 
 def test_shard_index_that_is_not_an_object_or_has_no_weight_map(tiny_diffusers, tmp_path):

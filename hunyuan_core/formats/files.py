@@ -322,11 +322,16 @@ def confined(folder: str | os.PathLike, name: object, where: str) -> Path:
     The name is checked, not the target of symlinks: the Hugging Face cache links every file of a
     snapshot folder to a blob outside it, and those folders must load.
     """
-    rel = Path(name) if isinstance(name, str) else None
-    if rel is None or not rel.parts or rel.is_absolute() or rel.drive or ".." in rel.parts:
+    if not stays_inside(name):
         raise ModelFileError(f"{where}: names the file {_short(name)}, which is not inside '{folder}'; a model may "
                              "only refer to files in its own folder")
-    return Path(folder) / rel
+    return Path(folder) / name
+
+
+def stays_inside(name: object) -> bool:
+    """Whether ``name`` is a relative file name that cannot leave the folder it is relative to."""
+    rel = Path(name) if isinstance(name, str) else None
+    return rel is not None and bool(rel.parts) and not rel.is_absolute() and not rel.drive and ".." not in rel.parts
 
 
 def _index_shards(index: Path, folder: Path, keep: Callable[[str], bool]) -> list[Path]:

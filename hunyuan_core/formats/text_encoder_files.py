@@ -26,11 +26,11 @@ from ..model.materialise import build_with_weights
 from ..model.text_encoder import CLIP_LENGTH, T5_LENGTH, BilingualTextEncoder
 from .files import (
     StateDict,
-    confined,
     offline,
     read_folder_state_dict,
     read_json_object,
     reading,
+    stays_inside,
     tensor_shape,
 )
 from .keys import strip_prefix
@@ -190,17 +190,33 @@ def _check_spiece(data: bytes, where: str) -> None:
                              "expected the spiece.model of mT5")
 
 
+# The files a BERT or T5 tokenizer reads from its folder (everything else there, weights included, is ignored).
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "special_tokens_map.json", "added_tokens.json", "spiece.model")
+
+
 def _tokenizer_from_folder(cls, folder: Path, what: str):
-    """``cls.from_pretrained`` on a local folder, given as an absolute path (never readable as a repo id),
-    after checking that tokenizer_config.json is an object whose ``*_file`` entries stay inside the folder
-    (transformers 4.x lets them override the folder's own files)."""
+    """``cls.from_pretrained`` on a local folder, given as an absolute path (never readable as a repo id).
+
+    tokenizer_config.json must be an object. Its ``*_file`` entries may name files that transformers 4.x
+    would read instead of the folder's own; tokenizers saved by older transformers record an absolute path
+    on the author's machine there (ComfyUI's own hydit_clip_tokenizer, many official folders). Such entries
+    are dropped: the tokenizer is read from a copy of the folder's tokenizer files, never from elsewhere.
+    """
     cfg_path = folder / "tokenizer_config.json"
-    if cfg_path.is_file():
-        for key, value in read_json_object(cfg_path, what).items():
-            if key.endswith("_file") and value is not None:
-                confined(folder, value, f"{what}: '{cfg_path}' entry '{key}'")
-    with _library_reads(what, folder):
-        return cls.from_pretrained(str(folder.absolute()), local_files_only=True)
+    config = read_json_object(cfg_path, what) if cfg_path.is_file() else None
+    foreign = [k for k, v in (config or {}).items() if k.endswith("_file") and v is not None and not stays_inside(v)]
+    if not foreign:
+        with _library_reads(what, folder):
+            return cls.from_pretrained(str(folder.absolute()), local_files_only=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in TOKENIZER_FILES:
+            if (folder / name).is_file():
+                with reading(folder / name, what):
+                    (Path(tmp) / name).write_bytes((folder / name).read_bytes())
+        kept = {k: v for k, v in config.items() if k not in foreign}
+        (Path(tmp) / "tokenizer_config.json").write_text(json.dumps(kept), encoding="utf-8")
+        with _library_reads(what, folder):
+            return cls.from_pretrained(tmp, local_files_only=True)
 
 
 def load_bert_tokenizer(path: str | os.PathLike):
