@@ -145,13 +145,14 @@ def on_compute_device(obj: Any, rest_device: torch.device | None) -> Iterator[to
 
 
 # ------------------------------------------------------------------------ ComfyUI type conversions
-def images_to_core(images: torch.Tensor) -> torch.Tensor:
-    """ComfyUI IMAGE ``[B,H,W,C]`` → ``[B,3,H,W]`` float (alpha dropped, grey expanded)."""
+def images_to_core(images: torch.Tensor, keep_alpha: bool = False) -> torch.Tensor:
+    """ComfyUI IMAGE ``[B,H,W,C]`` → ``[B,3,H,W]`` float, grey expanded; alpha dropped unless ``keep_alpha``
+    (the upscaler carries it through: ``[B,4,H,W]``)."""
     if images.ndim == 3:
         images = images.unsqueeze(0)
     if images.ndim != 4:
         raise InputError(f"IMAGE: expected a [batch, height, width, channels] tensor, got shape {list(images.shape)}")
-    images = images[..., :3]
+    images = images[..., : 4 if keep_alpha else 3]
     if images.shape[-1] == 1:
         images = images.expand(-1, -1, -1, 3)
     return images.permute(0, 3, 1, 2).float()

@@ -14,7 +14,7 @@ from hunyuan_core.settings.limits import MAX_UPSCALE_FACTOR
 from hunyuan_core.upscaler import Upscaler, load_upscaler
 
 from . import host
-from ._common import UPSCALE_CATEGORY, images_to_comfy, io, on_compute_device, resolve_dtype
+from ._common import UPSCALE_CATEGORY, images_to_comfy, images_to_core, io, on_compute_device, resolve_dtype
 
 UPSCALE_MODEL = io.Custom("HYDIT_UPSCALE_MODEL")
 UPSCALE_FOLDER = "upscale_models"
@@ -105,7 +105,7 @@ class HunyuanDiTUpscale(io.ComfyNode):
         host.free_memory(upscaler.memory_estimate(tile), device)
         total = upscaler.count_tiles(image.shape[0], image.shape[1], image.shape[2], tile, overlap)
         with on_compute_device(upscaler, host.offload_device()):
-            out = upscaler(image.permute(0, 3, 1, 2), tile=tile, overlap=overlap, scale=scale or None,
+            out = upscaler(images_to_core(image, keep_alpha=True), tile=tile, overlap=overlap, scale=scale or None,
                            progress=host.progress_callback(total), cancel=host.cancel_callback())
         return io.NodeOutput(images_to_comfy(out))
 
