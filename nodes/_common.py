@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from comfy_api.v0_0_2 import io  # the pinned V3 node API (ComfyUI >= requires-comfyui in pyproject.toml)
+from comfy_api.v0_0_2 import (
+    io,  # the pinned V3 node API (ComfyUI >= requires-comfyui in pyproject.toml)
+)
 
 from hunyuan_core.errors import InputError
 from hunyuan_core.model.vae import SDXL_SCALING_FACTOR
+from hunyuan_core.offload import visiting
 from hunyuan_core.settings.devices import DTYPES
 from hunyuan_core.settings.devices import resolve_dtype as core_resolve_dtype
 
@@ -104,44 +107,14 @@ def resolve_dtype(name: str, device: torch.device, auto: torch.dtype | None = No
 
 
 # --------------------------------------------------------------------------------- device moves
-def parameter_bytes(obj: Any) -> int:
-    """Bytes of weights held by a module or by the modules an object carries (e.g. the text encoder)."""
-    if isinstance(obj, torch.nn.Module):
-        return host.module_bytes(obj)
-    return sum(host.module_bytes(v) for v in vars(obj).values() if isinstance(v, torch.nn.Module))
-
-
-def current_device(obj: Any) -> torch.device:
-    """The device of an object's first weight (modules and objects carrying modules)."""
-    modules = [obj] if isinstance(obj, torch.nn.Module) else [
-        v for v in vars(obj).values() if isinstance(v, torch.nn.Module)
-    ]
-    for module in modules:
-        for p in module.parameters():
-            return p.device
-    return torch.device("cpu")
-
-
 @contextmanager
 def on_compute_device(obj: Any, rest_device: torch.device | None) -> Iterator[torch.device]:
-    """Run a block with ``obj`` on ComfyUI's compute device, making room first.
-
-    Afterwards ``obj`` moves to ``rest_device`` (None: stays). On any error or interrupt it always
-    leaves the GPU and cached memory is released, so a stopped run holds nothing.
-    """
+    """Run a block with ``obj`` on ComfyUI's compute device (:func:`hunyuan_core.offload.visiting`), making room
+    through ComfyUI's model management first and releasing its cache after."""
     device = host.torch_device()
-    if current_device(obj) != device:
-        host.free_memory(parameter_bytes(obj), device)
-        obj.to(device)
-    try:
+    with visiting(obj, device, rest_device, make_room=lambda size: host.free_memory(size, device),
+                  release=lambda _device: host.release_memory()):
         yield device
-    except BaseException:
-        obj.to(rest_device or torch.device("cpu"))
-        host.release_memory()
-        raise
-    if rest_device is not None and rest_device != device:
-        obj.to(rest_device)
-        host.release_memory()
 
 
 # ------------------------------------------------------------------------ ComfyUI type conversions

@@ -140,12 +140,6 @@ def release_memory() -> None:
     mm.soft_empty_cache()
 
 
-def module_bytes(module: torch.nn.Module) -> int:
-    """Bytes held by a module's parameters and buffers (what moving it to the GPU will need)."""
-    tensors = list(module.parameters()) + list(module.buffers())
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
 # ------------------------------------------------------------------------ progress and interruption
 def _previewer() -> Callable[[torch.Tensor], object] | None:
     """ComfyUI's latent previewer for SDXL-space latents (honours ``--preview-method``), or None."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InputError
+from ..offload import CPU, visiting
 from ..settings.devices import release_cached_memory
 
 QUANTIZATIONS = (None, "4bit", "8bit")
@@ -80,22 +81,21 @@ class LocalModel:
     @contextmanager
     def use(self) -> Iterator[torch.nn.Module]:
         """The model on the compute device for the duration of the block."""
-        if self.make_room is not None and self.device.type != "cpu" and not self._on_device():
-            self.make_room(self.size)
+        if self.quantized:  # loaded straight onto the device; it cannot move, so it is released after use
+            if self._model is None:
+                if self.make_room is not None:
+                    self.make_room(self.size)
+                self._model = self._load()
+            try:
+                yield self._model
+            finally:
+                if not self.keep_loaded:
+                    self.offload()
+            return
         if self._model is None:
             self._model = self._load()
-        if not self.quantized:
-            self._model.to(self.device)
-        try:
+        with visiting(self._model, self.device, None if self.keep_loaded else CPU, self.make_room):
             yield self._model
-        finally:
-            if not self.keep_loaded:
-                self.offload()
-
-    def _on_device(self) -> bool:
-        if self._model is None:
-            return False
-        return next(self._model.parameters()).device.type == self.device.type
 
     def offload(self) -> None:
         """Leave the compute device: back to the CPU, or released when quantized."""
