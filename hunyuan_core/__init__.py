@@ -5,7 +5,7 @@
     image = pipe("一只戴着墨镜的柴犬", seed=42).images[0]
 """
 
-from .errors import HunyuanError, InputError, ModelFileError
+from .errors import HunyuanError, InputError, ModelFileError, NumericsError, OutputError
 from .loaders import load_dit, load_parts, load_text_encoder, load_vae
 from .pipeline import HunyuanDiTPipeline, PipelineOutput, load_pipeline
 from .rewriter import load_rewriter
@@ -15,7 +15,8 @@ from .settings.sizes import PRESETS
 from .upscaler import Upscaler, load_upscaler, upscale_images
 
 __all__ = [
-    "HunyuanDiTPipeline", "HunyuanError", "InputError", "ModelFileError", "PRESETS", "PipelineOutput", "SAMPLERS",
+    "HunyuanDiTPipeline", "HunyuanError", "InputError", "ModelFileError", "NumericsError", "OutputError", "PRESETS",
+    "PipelineOutput", "SAMPLERS",
     "Upscaler", "load_dit", "load_parts", "load_pipeline", "load_rewriter", "load_text_encoder", "load_upscaler", "load_vae",
     "sample", "upscale_images",
 ]
