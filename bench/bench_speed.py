@@ -17,6 +17,7 @@ import torch
 from hunyuan_core.formats.keys import official_to_diffusers
 from hunyuan_core.model.config import DiTConfig
 from hunyuan_core.model.dit import HunyuanDiT
+from hunyuan_core.settings.devices import DTYPES
 
 MID = DiTConfig(depth=12, hidden_size=512, num_heads=8, mlp_hidden=2048)
 
@@ -141,13 +142,13 @@ def bench_pipeline(ours, theirs, device, dtype, size: int, steps: int, repeats: 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    ap.add_argument("--dtype", default="fp32", choices=[name for name in DTYPES if name != "auto"])
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     device = torch.device(args.device)
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    dtype = DTYPES[args.dtype]
     print(f"torch {torch.__version__}, device {device}, {args.dtype}, threads {torch.get_num_threads()}")
     ours, theirs = make_models(device, dtype)
     bench_forward(ours, theirs, device, dtype, args.size, args.repeats)
