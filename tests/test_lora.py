@@ -6,6 +6,7 @@ import copy
 import json
 
 import pytest
+from PIL import Image
 import torch
 from safetensors.torch import save_file
 
@@ -373,3 +374,34 @@ def test_apply_loras_refuses_bad_arguments(dit, tmp_path):
         hy.apply_loras(dit, [("a.safetensors", 1.0)])
     with pytest.raises(hy.InputError, match="strength of LoRA 'a' must be a finite number"):
         hy.apply_loras(dit, [(lora, float("nan"))])
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def test_cli_generate_with_loras(base_dit, tmp_path):
+    """``--model tiny`` builds the same tiny weights as the fixtures, so LoRAs written for them fit."""
+    from hunyuan_core.cli import lora_argument, main
+
+    assert lora_argument("a.safetensors:0.5") == ("a.safetensors", 0.5)
+    assert lora_argument("C:\\loras\\a.safetensors") == ("C:\\loras\\a.safetensors", 1.0)
+    assert lora_argument("x:-0.25") == ("x", -0.25)
+    folder, _ = write_peft(tmp_path / "porcelain", base_dit)
+    kohya = write_kohya(tmp_path / "k.safetensors", base_dit)[0]
+    args = ["generate", "--model", "tiny", "--prompt", "猫", "--width", "64", "--height", "64", "--steps", "1"]
+    assert main(args + ["--out", str(tmp_path / "plain")]) == 0
+    assert main(args + ["--lora", f"{folder}:0.7", "--lora", str(kohya), "--out", str(tmp_path / "lora")]) == 0
+    plain, with_lora = (torch.tensor(list(Image.open(next((tmp_path / d).glob("*.png"))).getdata()), dtype=torch.float)
+                        for d in ("plain", "lora"))
+    assert (plain - with_lora).abs().max() > 0
+
+
+def test_cli_refuses_a_bad_lora_before_loading_the_model(tmp_path, capsys, monkeypatch):
+    from hunyuan_core import pipeline
+    from hunyuan_core.cli import main
+
+    monkeypatch.setattr(pipeline, "load_pipeline", lambda *a, **k: pytest.fail("the DiT was loaded"))
+    save_file({"encoder.conv_in.weight": torch.zeros(8, 3)}, tmp_path / "vae.safetensors")
+    args = ["generate", "--model", "tiny", "--prompt", "猫", "--out", str(tmp_path)]
+    assert main(args + ["--lora", str(tmp_path / "vae.safetensors")]) == 2
+    assert "is a VAE (SD/SDXL autoencoder), not a Hunyuan-DiT LoRA" in capsys.readouterr().err
+    assert main(args + ["--lora", f"{tmp_path / 'vae.safetensors'}:20"]) == 2
+    assert "must be a finite number in [-10, 10], found 20.0" in capsys.readouterr().err

@@ -48,12 +48,17 @@ def _target(target: HunyuanDiT | BilingualTextEncoder) -> tuple[nn.Module, str]:
     raise InputError(f"apply_loras needs a HunyuanDiT or a BilingualTextEncoder; found {type(target).__name__}")
 
 
+def check_strength(name: str, strength: object) -> float:
+    """A LoRA strength: a finite number in [-10, 10] (the official app offers -1 to 2)."""
+    return check_float(f"strength of LoRA '{name}'", strength, -10.0, 10.0)
+
+
 def _checked(loras: Sequence[tuple[LoRA, float]]) -> list[tuple[LoRA, float]]:
     out = []
     for item in loras:
         if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], LoRA)):
             raise InputError(f"each LoRA must be a (LoRA, strength) pair from hy.load_lora; found {item!r:.80}")
-        out.append((item[0], check_float(f"strength of LoRA '{item[0].name}'", item[1], -10.0, 10.0)))
+        out.append((item[0], check_strength(item[0].name, item[1])))
     return out
 
 
