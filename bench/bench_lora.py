@@ -7,10 +7,10 @@ dtype; the LoRA is written in the official PEFT layout (``Wqkv``, ``out_proj``, 
 pooler's ``q_proj``: the released jade/porcelain files) or, with ``--targets kohya``, on every Linear of the blocks.
 Its up matrices are small (``--up-std``, default 0.01: a change about 10% of a weight at strength 1).
 
-Printed: the LoRA's own size; apply and restore wall time (best of ``--repeat``, with the same LoRA re-applied at
+Printed: the LoRA's own size; apply and restore wall and CPU time (best of ``--repeat``, with the same LoRA re-applied at
 another strength so each apply really re-merges); what the merge keeps for an exact undo (rounding fix-ups);
 the process's resident-memory peak growth during one apply (``VmHWM`` reset through ``clear_refs``), which also
-counts the transient fp32 work of one layer (glibc set to return every freed block over 128 kB); and that restore gave the original bits back. Nothing is asserted.
+counts the transient fp32 work of one layer and what the allocator keeps for reuse (an upper bound); and that restore gave the original bits back. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import sys
 import tempfile
 import time
@@ -77,9 +76,6 @@ def write_lora(dit: HunyuanDiT, folder: Path, rank: int, targets: str, up_std: f
 
 
 def main() -> None:
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_") != "131072":
-        # Every allocation over 128 kB gets its own mapping, returned on free: RSS follows live memory.
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"})
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", default="fp16", choices=list(DTYPES))
     parser.add_argument("--rank", type=int, default=64)
@@ -99,21 +95,23 @@ def main() -> None:
         touched_bytes = sum(p.numel() * p.element_size() for p in touched)
         largest_layer = max(p.numel() for p in touched) * 4  # its fp32 delta
         base = [p.detach().clone() for p in touched]
-        applies, restores, peak_kb, kept = [], [], 0, 0
+        applies, restores, apply_cpu, restore_cpu, peak_kb, kept = [], [], [], [], 0, 0
         for i in range(args.repeat):
             gc.collect()
             _reset_peak()
             before = _rss_kb("VmRSS")
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             apply_loras(dit, [(lora, 0.7 + 0.1 * i)])
             applies.append(time.perf_counter() - start)
+            apply_cpu.append(time.process_time() - cpu)
             peak_kb = max(peak_kb, _rss_kb("VmHWM") - before)
             state = dit.__dict__[_STATE]
             kept = sum(w.index.nbytes + w.values.nbytes for w in state.weights.values())
             fixups = sum(w.index.numel() for w in state.weights.values())
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             apply_loras(dit, [])
             restores.append(time.perf_counter() - start)
+            restore_cpu.append(time.process_time() - cpu)
         exact = all(torch.equal(p.view(torch.uint8), b.view(torch.uint8)) for p, b in zip(touched, base))
 
     mb = lambda n: f"{n / 2**20:,.1f} MiB"  # noqa: E731
@@ -122,7 +120,8 @@ def main() -> None:
     print(f"weights it changes: {len(touched)} tensors, {mb(touched_bytes)} (a copy of them would be the naive undo)")
     print(f"apply:   best {min(applies):.2f} s  (all: {', '.join(f'{t:.2f}' for t in applies)}; threads {torch.get_num_threads()})")
     print(f"restore: best {min(restores):.2f} s  (all: {', '.join(f'{t:.2f}' for t in restores)})")
-    print(f"apply + restore: {min(applies) + min(restores):.2f} s")
+    print(f"apply + restore: {min(applies) + min(restores):.2f} s wall, {min(apply_cpu) + min(restore_cpu):.2f} s CPU "
+          "(other jobs on the machine inflate the wall time)")
     print(f"kept for exact undo: {mb(kept)} ({fixups:,} rounding fix-ups = "
           f"{fixups / sum(p.numel() for p in touched):.3%} of the changed values)")
     print(f"peak RSS growth during apply: {mb(peak_kb * 1024)}; target <= LoRA + one layer = "
