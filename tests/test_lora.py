@@ -247,8 +247,14 @@ def test_same_set_does_nothing_and_a_new_set_merges_from_the_base(base_dit, dit,
 def test_restore_is_bit_exact_after_50_cycles(dit, tmp_path, dtype):
     dit = dit.to(dtype)
     base = weights(dit)
-    a = hy.load_lora(write_peft(tmp_path / "a", dit, seed=1)[0])
+    path, changes = write_peft(tmp_path / "a", dit, seed=1)
+    a = hy.load_lora(path)
     b = hy.load_lora(write_kohya(tmp_path / "b.safetensors", dit, seed=2)[0])
+    hy.apply_loras(dit, [(a, 0.7)])  # merged = the fp32 sum rounded once to the dtype (half an ulp at most)
+    for name, _, down, up, scale in changes:
+        exact = base[f"{name}.weight"].float() + 0.7 * scale * (up.float() @ down.float())
+        rel = torch.finfo(dtype).eps / 2
+        assert torch.allclose(dit.get_parameter(f"{name}.weight").float(), exact, rtol=rel * 1.01, atol=1e-7)
     fixes = []
     for i in range(50):
         hy.apply_loras(dit, [(a, 0.7), (b, 0.1 * (i % 7) - 0.3)][: 1 + i % 2])

@@ -101,8 +101,8 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
 
 def _merge(weight: torch.Tensor, modules: list[tuple[LoraModule, float]]) -> _Merged:
     delta = _delta(weight, modules)
-    merged = torch.add(weight, delta).to(weight.dtype)  # computed in fp32 (type promotion), rounded once
-    undone = torch.sub(merged, delta).to(weight.dtype)
+    merged = torch.add(weight, delta, out=torch.empty_like(weight))  # computed in fp32 (type promotion), rounded once
+    undone = torch.sub(merged, delta, out=torch.empty_like(weight))
     index = (_bits(undone) != _bits(weight)).view(-1).nonzero().view(-1)
     fix = _Merged(modules, index.to(torch.int32).cpu(), weight.view(-1)[index].cpu())  # weights < 2**31 values
     weight.copy_(merged)
@@ -110,7 +110,7 @@ def _merge(weight: torch.Tensor, modules: list[tuple[LoraModule, float]]) -> _Me
 
 
 def _unmerge(weight: torch.Tensor, merged: _Merged) -> None:
-    undone = torch.sub(weight, _delta(weight, merged.modules)).to(weight.dtype)
+    undone = torch.sub(weight, _delta(weight, merged.modules), out=torch.empty_like(weight))
     undone.view(-1)[merged.index.to(weight.device, torch.long)] = merged.values.to(weight.device)
     weight.copy_(undone)
 
