@@ -5,6 +5,7 @@
     image = pipe("一只戴着墨镜的柴犬", seed=42).images[0]
 """
 
+from .adapters import LoRA, apply_loras, load_lora
 from .errors import HunyuanError, InputError, ModelFileError, NumericsError, OutputError
 from .loaders import load_dit, load_parts, load_text_encoder, load_vae
 from .pipeline import HunyuanDiTPipeline, PipelineOutput, load_pipeline
@@ -15,8 +16,8 @@ from .settings.sizes import PRESETS
 from .upscaler import Upscaler, load_upscaler, upscale_images
 
 __all__ = [
-    "HunyuanDiTPipeline", "HunyuanError", "InputError", "ModelFileError", "NumericsError", "OutputError", "PRESETS",
+    "HunyuanDiTPipeline", "HunyuanError", "InputError", "LoRA", "ModelFileError", "NumericsError", "OutputError", "PRESETS",
     "PipelineOutput", "SAMPLERS",
-    "Upscaler", "load_dit", "load_parts", "load_pipeline", "load_rewriter", "load_text_encoder", "load_upscaler", "load_vae",
+    "Upscaler", "apply_loras", "load_dit", "load_lora", "load_parts", "load_pipeline", "load_rewriter", "load_text_encoder", "load_upscaler", "load_vae",
     "sample", "upscale_images",
 ]

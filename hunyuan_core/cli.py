@@ -75,7 +75,21 @@ def _reason(exc: Exception) -> str:
     return str(exc)
 
 
+def lora_argument(text: str) -> tuple[str, float]:
+    """``FILE[:STRENGTH]`` -> (file, strength); strength 1.0 when the text after the last ``:`` is no number
+    (so ``C:\\loras\\x.safetensors`` stays a path)."""
+    path, sep, tail = text.rpartition(":")
+    if sep and path:
+        try:
+            return path, float(tail)
+        except ValueError:
+            pass
+    return text, 1.0
+
+
 def _generate(args: argparse.Namespace) -> int:
+    from .adapters import load_lora
+    from .adapters.merge import check_strength
     from .pipeline import load_pipeline
     from .settings.devices import resolve_device
     from .settings.validate import check_generate
@@ -88,10 +102,12 @@ def _generate(args: argparse.Namespace) -> int:
         seed=args.seed, batch_size=args.batch, beta_end=args.beta_end,
     )
     # The rest that can fail is checked before the DiT loads too, so a long run never ends with nothing saved:
-    # the output folder, and the --upscale model (it is small: loading it is the full check).
+    # the output folder, the --upscale model and the --lora files (small: loading them is the full check).
     check_writable_dir(args.out)
     device = resolve_device(args.device)  # once, for the DiT and the upscaler alike
     upscaler = load_upscaler(args.upscale, device=device) if args.upscale else None
+    strengths = [check_strength(path, strength) for path, strength in args.lora]
+    loras = [(load_lora(path), strength) for (path, _), strength in zip(args.lora, strengths)]
     model = args.model
     tmp = None
     if model == "tiny":
@@ -101,6 +117,7 @@ def _generate(args: argparse.Namespace) -> int:
     try:
         pipe = load_pipeline(model, device=device, dtype=args.dtype, variant=args.variant,
                              bert_vocab=args.bert_vocab, beta_end=args.beta_end)
+        pipe.set_loras(loras)
         out = pipe(args.prompt, negative_prompt=args.negative, width=args.width, height=args.height, steps=args.steps,
                    guidance_scale=args.cfg, seed=args.seed, sampler=args.sampler, batch_size=args.batch,
                    guidance_rescale=args.guidance_rescale, progress=ProgressBar("sampling"))
@@ -160,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default=None)
     g.add_argument("--dtype", default=None, choices=list(DTYPES))
     g.add_argument("--upscale", default=None, help="super-resolution model to apply to each image")
+    g.add_argument("--lora", action="append", default=[], type=lora_argument, metavar="FILE[:STRENGTH]",
+                   help="a Hunyuan-DiT LoRA (file or PEFT folder) at a strength (default 1.0); repeatable")
     g.add_argument("--out", type=Path, default=Path("outputs"))
     g.add_argument("--overwrite", action="store_true", help="replace existing files instead of numbering new ones")
     g.set_defaults(func=_generate)

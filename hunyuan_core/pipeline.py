@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
+from .adapters import LoRA, apply_loras, load_lora
 from .errors import InputError
 from .images import pil_to_tensor, tensor_to_pil
 from .loaders import load_parts
@@ -57,6 +58,8 @@ class HunyuanDiTPipeline:
         self.text_encoder = text_encoder
         self.vae = vae
         self.beta_end = check_beta_end(beta_end)
+        self.loras: list[tuple[LoRA, float]] = []  # what set_loras merged
+        self._lora_files: dict[str, LoRA] = {}  # path -> LoRA of the current set
 
     @property
     def version(self) -> str:
@@ -72,6 +75,27 @@ class HunyuanDiTPipeline:
         self.text_encoder.to(device)
         self.vae.to(device)
         return self
+
+    def set_loras(self, loras: list[tuple[LoRA | str | os.PathLike, float]]) -> None:
+        """Use exactly these LoRAs from now on: ``[(path_or_lora, strength), ...]``, merged into the DiT and (their
+        ``te1`` parts) into BERT; ``[]`` restores the base weights exactly. A path loaded for the current set is
+        not read again. Prompts are encoded and the DiT's text context computed on every call, so the next
+        image sees the new weights everywhere (pooler, cross-attention keys/values, BERT)."""
+        pairs = []
+        for item in loras:
+            if not (isinstance(item, (tuple, list)) and len(item) == 2
+                    and isinstance(item[0], (LoRA, str, os.PathLike))):
+                raise InputError(f"set_loras takes (path or LoRA, strength) pairs; found {item!r:.80}")
+            source, strength = item
+            if not isinstance(source, LoRA):
+                path = os.fspath(source)
+                source = self._lora_files.get(path) or load_lora(path)
+                self._lora_files[path] = source
+            pairs.append((source, strength))
+        apply_loras(self.dit, pairs)
+        apply_loras(self.text_encoder, pairs)
+        self.loras = pairs
+        self._lora_files = {path: lora for path, lora in self._lora_files.items() if any(lora is l for l, _ in pairs)}
 
     def encode_prompt(self, prompt: str | list[str] | TextEmbeddings | None, negative: bool = False) -> TextEmbeddings:
         """Encode once, reuse for many samples. A negative prompt of ``None`` is the official negative prompt;

@@ -117,6 +117,26 @@ def diffusers_to_official(sd: Mapping[str, torch.Tensor]) -> StateDict:
     return out
 
 
+# diffusers' split projections -> (official fused module, row block, number of row blocks): [q; k; v] and [k; v].
+_SPLIT = {"attn1.to_q": ("attn1.Wqkv", 0, 3), "attn1.to_k": ("attn1.Wqkv", 1, 3), "attn1.to_v": ("attn1.Wqkv", 2, 3),
+          "attn2.to_k": ("attn2.kv_proj", 0, 2), "attn2.to_v": ("attn2.kv_proj", 1, 2)}
+
+
+def diffusers_module_to_official(name: str) -> tuple[str, int, int]:
+    """A diffusers DiT module path -> (official module path, row block, row blocks): ``blocks.0.attn1.to_k`` is
+    rows 1 of 3 of ``blocks.0.attn1.Wqkv``; a module diffusers names like the official model maps to itself."""
+    m = re.match(r"(blocks\.\d+\.)(.*)", name)
+    if m:
+        head, rest = m.groups()
+        if rest in _SPLIT:
+            fused, index, count = _SPLIT[rest]
+            return head + fused, index, count
+        new = _rename(rest + ".", _BLOCK, 1)
+        return (head + new[:-1] if new is not None else name), 0, 1
+    new = _rename(name + ".", _GLOBAL, 1)
+    return (new[:-1] if new is not None else name), 0, 1
+
+
 def is_diffusers_dit(sd: Mapping[str, torch.Tensor]) -> bool:
     """True for diffusers-named DiT weights (``pos_embed.proj``/``time_extra_emb`` instead of official names)."""
     return "pos_embed.proj.weight" in sd or any(k.startswith("time_extra_emb.") for k in sd)

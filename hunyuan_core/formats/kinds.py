@@ -8,12 +8,23 @@ DIT = "a Hunyuan-DiT"
 BERT = "a BERT text encoder"
 T5 = "a T5 / mT5 text encoder"
 
+# Module names of the SD 1.x / SDXL UNet and its CLIP text encoders, in LDM, diffusers and kohya spelling.
+_UNET_NAMES = ("input_blocks", "down_blocks", "middle_block", "mid_block", "text_model_encoder", "text_model.encoder")
+
+
+def _is_lora(key: str) -> bool:
+    return ".lora_" in key or "lora_down" in key or key.startswith("lora_")
+
+
 # (description, predicate over the set of key names); first match wins, most specific first.
 _KINDS = [
     ("a ComfyUI all-in-one checkpoint", lambda ks: any(k.startswith("text_encoders.") for k in ks)),
     ("a Hunyuan-DiT ControlNet", lambda ks: any(k.endswith("after_proj_list.18.bias") for k in ks)),
     (DIT, lambda ks: any(k.endswith("mlp_t5.0.weight") or k.endswith("text_embedder.linear_1.weight") for k in ks)),
-    ("a LoRA", lambda ks: any(".lora_" in k or "lora_down" in k or k.startswith("lora_") for k in ks)),
+    ("an SD / SDXL LoRA", lambda ks: any(_is_lora(k) and any(m in k for m in _UNET_NAMES) for k in ks)),
+    ("a Flux LoRA", lambda ks: any(_is_lora(k) and ("double_blocks" in k or "single_transformer_blocks" in k) for k in ks)),
+    ("an SD3 LoRA", lambda ks: any(_is_lora(k) and "joint_blocks" in k for k in ks)),
+    ("a LoRA", lambda ks: any(map(_is_lora, ks))),
     ("a Stable Diffusion / SDXL UNet", lambda ks: any("input_blocks.0.0.weight" in k or "down_blocks.0.attentions" in k for k in ks)),
     ("a Flux model", lambda ks: any(k.endswith("double_blocks.0.img_attn.qkv.weight") for k in ks)),
     ("an SD3 model", lambda ks: any("joint_blocks.0." in k for k in ks)),
