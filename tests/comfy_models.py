@@ -19,7 +19,6 @@ input/example.png                                                        64x64 R
 from __future__ import annotations
 
 import atexit
-import json
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -27,7 +26,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 ALL_IN_ONE = "checkpoints/hunyuan_dit_1.2.safetensors"
@@ -44,7 +42,6 @@ EXAMPLE_IMAGE = "example.png"
 LORA_PORCELAIN = "porcelain/adapter_model.safetensors"
 LORA_JADE = "jade/adapter_model.safetensors"
 LORA_KOHYA = "hunyuan_dit_kohya.safetensors"
-PEFT_TARGETS = ("Wqkv", "out_proj", "q_proj", "kv_proj")  # the official trainer's --target-modules
 
 
 @dataclass(frozen=True)
@@ -59,11 +56,11 @@ class TinyModels:
 
 @dataclass(frozen=True)
 class TinyLoRA:
-    """What a tiny LoRA file does to the weights: ``scale · up @ down`` in fp32 per module name, of the DiT and
-    of BERT, from the tensors as stored, so a test can merge it with plain torch."""
+    """What a tiny LoRA file changes, as its writer (tests/test_lora.py) reports it: ``(module name, first row,
+    down, up, scale)`` per module, of the DiT and of BERT, so a test can merge it by hand."""
 
-    dit: dict[str, torch.Tensor]
-    bert: dict[str, torch.Tensor]
+    dit: list[tuple]
+    bert: list[tuple]
 
 
 def _example_image(path: Path) -> None:
@@ -73,69 +70,20 @@ def _example_image(path: Path) -> None:
     Image.fromarray(rgba, "RGBA").save(path)
 
 
-def _low_rank(module: torch.nn.Linear, rank: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """A random ``(down [rank, in], up [out, rank])`` pair, stored in fp16 as released LoRAs are."""
-    out_features, in_features = module.weight.shape
-    down = (torch.randn(rank, in_features, generator=gen) * 0.3).half()
-    up = (torch.randn(out_features, rank, generator=gen) * 0.3).half()
-    return down, up
-
-
-def write_peft_lora(folder: Path, dit: torch.nn.Module, rank: int, alpha: int, seed: int) -> TinyLoRA:
-    """An official LoRA folder as the official trainer saves it (PEFT ``save_pretrained``): ``lora_A`` = down,
-    ``lora_B`` = up on every Linear named like a target (the text pooler's ``q_proj`` included); scale
-    ``lora_alpha / r`` from ``adapter_config.json``."""
-    from safetensors.torch import save_file
-
-    gen = torch.Generator().manual_seed(seed)
-    tensors, deltas = {}, {}
-    for name, module in dit.named_modules():
-        if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in PEFT_TARGETS:
-            down, up = _low_rank(module, rank, gen)
-            tensors[f"base_model.model.{name}.lora_A.weight"] = down
-            tensors[f"base_model.model.{name}.lora_B.weight"] = up
-            deltas[name] = alpha / rank * up.float() @ down.float()
-    folder.mkdir(parents=True)
-    save_file(tensors, str(folder / "adapter_model.safetensors"))
-    config = {"peft_type": "LORA", "r": rank, "lora_alpha": alpha, "lora_dropout": 0.0, "bias": "none",
-              "use_dora": False, "use_rslora": False, "target_modules": list(PEFT_TARGETS)}
-    (folder / "adapter_config.json").write_text(json.dumps(config), encoding="utf-8")
-    return TinyLoRA(deltas, {})
-
-
-def write_kohya_lora(path: Path, dit: torch.nn.Module, bert: torch.nn.Module, rank: int, alpha: float,
-                     seed: int) -> TinyLoRA:
-    """A kohya (sd-scripts) LoRA: ``lora_unet_<name with _>`` on every Linear in the DiT blocks and
-    ``lora_te1_<name with _>`` on every Linear in BERT's layers, each with ``lora_down``/``lora_up``/``alpha``
-    (scale ``alpha / rank``)."""
-    from safetensors.torch import save_file
-
-    gen = torch.Generator().manual_seed(seed)
-    tensors, deltas = {}, {"dit": {}, "bert": {}}
-    for prefix, part, model, inside in (("lora_unet", "dit", dit, "blocks."), ("lora_te1", "bert", bert, "encoder.layer.")):
-        for name, module in model.named_modules():
-            if isinstance(module, torch.nn.Linear) and name.startswith(inside):
-                down, up = _low_rank(module, rank, gen)
-                key = f"{prefix}_{name.replace('.', '_')}"
-                tensors[f"{key}.lora_down.weight"], tensors[f"{key}.lora_up.weight"] = down, up
-                tensors[f"{key}.alpha"] = torch.tensor(alpha, dtype=torch.float16)
-                deltas[part][name] = alpha / rank * up.float() @ down.float()
-    save_file(tensors, str(path))
-    return TinyLoRA(deltas["dit"], deltas["bert"])
-
-
 def _tiny_loras(loras: Path, all_in_one: Path) -> dict[str, TinyLoRA]:
-    """The tiny LoRAs for the v1.2 all-in-one model, written into ``loras``."""
+    """The tiny LoRAs for the v1.2 all-in-one model, written into ``loras`` by the LoRA tests' writers."""
+    from test_lora import write_kohya, write_peft
+
     from hunyuan_core.loaders import load_dit, load_text_encoder
     from hunyuan_core.tiny import tiny_bert_vocab_path
 
     dit = load_dit(all_in_one)
     bert = load_text_encoder(all_in_one, bert_vocab=tiny_bert_vocab_path(all_in_one.parent)).bert
-    return {
-        LORA_PORCELAIN: write_peft_lora(loras / Path(LORA_PORCELAIN).parent, dit, rank=4, alpha=8, seed=1),
-        LORA_JADE: write_peft_lora(loras / Path(LORA_JADE).parent, dit, rank=2, alpha=2, seed=2),
-        LORA_KOHYA: write_kohya_lora(loras / LORA_KOHYA, dit, bert, rank=4, alpha=2.0, seed=3),
-    }
+    loras.mkdir()
+    _, porcelain = write_peft(loras / Path(LORA_PORCELAIN).parent, dit, seed=0, alpha=8)
+    _, jade = write_peft(loras / Path(LORA_JADE).parent, dit, seed=1000, alpha=2)
+    _, kohya, kohya_bert = write_kohya(loras / LORA_KOHYA, dit, seed=2000, text_encoder=bert)
+    return {LORA_PORCELAIN: TinyLoRA(porcelain, []), LORA_JADE: TinyLoRA(jade, []), LORA_KOHYA: TinyLoRA(kohya, kohya_bert)}
 
 
 @lru_cache(maxsize=1)

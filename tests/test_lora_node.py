@@ -2,7 +2,7 @@
 its server (one queued prompt with several branches, ComfyUI's output cache).
 
 The reference for every result is the same tiny model with the LoRA merged by hand in plain torch
-(``W + strength · scale · up @ down``, the deltas the tiny LoRA writers recorded in tests/comfy_models.py),
+(``W + strength · scale · up @ down``, from the changes the LoRA writers of tests/test_lora.py report),
 run through the same sampler / text-encode nodes.
 """
 
@@ -63,9 +63,9 @@ def merged_by_hand(loras: list[tuple[str, float]]) -> tuple[ModelHandle, TextEnc
     with torch.no_grad():
         for name, strength in loras:
             lora = tiny_models().loras[name]
-            for module, deltas in ((parts.dit, lora.dit), (parts.text_encoder.bert, lora.bert)):
-                for key, delta in deltas.items():
-                    module.get_submodule(key).weight += strength * delta
+            for module, changes in ((parts.dit, lora.dit), (parts.text_encoder.bert, lora.bert)):
+                for key, start, down, up, scale in changes:
+                    module.get_submodule(key).weight[start: start + up.shape[0]] += strength * scale * (up @ down)
     return ModelHandle(parts.dit), TextEncoderHandle(parts.text_encoder, keep_on_gpu=False)
 
 
@@ -132,7 +132,7 @@ def test_the_text_encoder_part_applies_to_the_encoder_and_only_to_its_branch(lor
     model, text_encoder = loader_outputs()
     base = encode(text_encoder)
 
-    (with_lora, te_lora), ui = add_lora(model, LORA_KOHYA, 0.7, text_encoder)
+    (_, te_lora), ui = add_lora(model, LORA_KOHYA, 0.7, text_encoder)
     assert ui == {} and te_lora is not text_encoder and text_encoder.loras == ()
     assert te_lora.keep_on_gpu == text_encoder.keep_on_gpu and te_lora.encoder is text_encoder.encoder
     got = encode(te_lora)
