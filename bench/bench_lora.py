@@ -36,14 +36,9 @@ from hunyuan_core.model.config import DiTConfig  # noqa: E402
 from hunyuan_core.model.dit import HunyuanDiT  # noqa: E402
 from hunyuan_core.settings.devices import DTYPES  # noqa: E402
 
+from bench_upscaler import _rss_kb  # noqa: E402  (bench/ is on the path when a script runs)
+
 OFFICIAL_TARGETS = ("Wqkv", "out_proj", "q_proj", "kv_proj")
-
-
-def _rss_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def _reset_peak() -> None:

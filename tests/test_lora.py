@@ -101,6 +101,12 @@ def write_peft(folder, model, seed=0, alpha=8, targets=PEFT_TARGETS, ext="safete
     return folder, changes
 
 
+def write_peft_file(folder, model):
+    """Only the weights file of a PEFT folder is named; its adapter_config.json beside it gives the scale."""
+    folder, changes = write_peft(folder, model, alpha=2)
+    return folder / "adapter_model.safetensors", changes
+
+
 def write_kohya(path, model, seed=0, alpha=2.0, prefix="lora_unet_", sep="_", text_encoder=None):
     """kohya sd-scripts: every Linear in the blocks, ``lora_down``/``lora_up``/``alpha``; BERT as ``lora_te1_``."""
     sd, changes = {}, []
@@ -165,8 +171,7 @@ def write_dotless(path, model, seed=0):
 FORMATS = {
     "peft folder": lambda tmp, model: write_peft(tmp / "porcelain", model),
     "peft folder .bin": lambda tmp, model: write_peft(tmp / "jade", model, ext="bin"),
-    "peft file beside its config": lambda tmp, model: (
-        lambda r: (r[0] / "adapter_model.safetensors", r[1]))(write_peft(tmp / "p", model, alpha=2)),
+    "peft file beside its config": lambda tmp, model: write_peft_file(tmp / "p", model),
     "kohya safetensors": lambda tmp, model: write_kohya(tmp / "k.safetensors", model)[:2],
     "kohya ckpt": lambda tmp, model: write_kohya(tmp / "last.ckpt", model, alpha=0.0)[:2],
     "comfyui names": lambda tmp, model: write_kohya(tmp / "c.safetensors", model, prefix="diffusion_model.", sep=".")[:2],
@@ -261,7 +266,7 @@ def test_text_encoder_takes_the_te1_parts(tiny_official, tmp_path):
     pipe = hy.load_pipeline(tiny_official, device="cpu", dtype="fp32")
     bert_base = weights(pipe.text_encoder.bert)
     dit_base = weights(pipe.dit)
-    path, dit_changes, te_changes = write_kohya(tmp_path / "k.safetensors", pipe.dit, text_encoder=pipe.text_encoder.bert)
+    path, _, te_changes = write_kohya(tmp_path / "k.safetensors", pipe.dit, text_encoder=pipe.text_encoder.bert)
     lora = hy.load_lora(path)
     assert lora.has_text_encoder and len(lora.parts["te1"]) == len(te_changes) == 2 * 6
     before = pipe.encode_prompt("一只猫").clip
