@@ -21,6 +21,7 @@ from comfy_api.v0_0_2 import (
     io,  # the pinned V3 node API (ComfyUI >= requires-comfyui in pyproject.toml)
 )
 
+from hunyuan_core.adapters import LoRA
 from hunyuan_core.errors import InputError
 from hunyuan_core.model.vae import SDXL_SCALING_FACTOR
 from hunyuan_core.offload import visiting
@@ -52,19 +53,30 @@ HUNYUAN_FOLDER = "hunyuan"
 host.register_model_folder(HUNYUAN_FOLDER, "hunyuan")
 
 
-@dataclass
+# A handle's LoRAs: ``(lora, strength)`` pairs, in the order the LoRA nodes were chained.
+LoRAs = tuple[tuple[LoRA, float], ...]
+
+
+@dataclass(frozen=True)
 class ModelHandle:
-    """HYDIT_MODEL: the DiT (its release is ``dit.config.version``)."""
+    """HYDIT_MODEL: the DiT (its release is ``dit.config.version``) and the LoRAs to merge into it.
+
+    Immutable, because ComfyUI caches node outputs and hands one output to every branch of a graph: a LoRA
+    node returns a new handle with one more LoRA, never touching the DiT; the sampler merges the handle's
+    LoRAs (``apply_loras``) right before it uses the DiT, so every branch runs with its own set."""
 
     dit: torch.nn.Module
+    loras: LoRAs = ()
 
 
-@dataclass
+@dataclass(frozen=True)
 class TextEncoderHandle:
-    """HYDIT_TEXT_ENCODER: the bilingual encoder and whether it stays on the GPU after encoding."""
+    """HYDIT_TEXT_ENCODER: the bilingual encoder, whether it stays on the GPU after encoding, and the LoRAs
+    whose BERT (``te1``) parts to merge into it before encoding (immutable like :class:`ModelHandle`)."""
 
     encoder: Any  # hunyuan_core.model.text_encoder.BilingualTextEncoder
     keep_on_gpu: bool
+    loras: LoRAs = ()
 
 
 @dataclass

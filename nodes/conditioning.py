@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hunyuan_core.adapters import apply_loras
 from hunyuan_core.model.text_encoder import DEFAULT_NEGATIVE_PROMPT
 
 from . import host
@@ -61,6 +62,7 @@ class HunyuanDiTTextEncode(io.ComfyNode):
         unique_id = cls.hidden.unique_id
         keep = text_encoder.keep_on_gpu and not host.low_vram()
         rest = None if keep else host.text_encoder_offload_device()
+        apply_loras(text_encoder.encoder, list(text_encoder.loras))  # this branch's BERT LoRAs, as in the sampler
         with on_compute_device(text_encoder.encoder, rest):
             pos = text_encoder.encoder.encode([positive]).to(device=host.intermediate_device())
             neg = text_encoder.encoder.encode([negative]).to(device=host.intermediate_device())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from hunyuan_core.adapters import apply_loras
 from hunyuan_core.errors import InputError, NumericsError
 from hunyuan_core.images import mask_batch
 from hunyuan_core.model.text_encoder import TextEmbeddings
@@ -143,6 +144,9 @@ class HunyuanDiTSampler(io.ComfyNode):
         elif resolution != CUSTOM:
             width, height = RESOLUTIONS[resolution]
 
+        # This branch's LoRAs, merged from the base weights where the DiT rests (a no-op when the last run
+        # used the same set; none restores the base exactly): other branches share the DiT.
+        apply_loras(model.dit, list(model.loras))
         # ComfyUI cannot evict a model it does not manage, so the DiT leaves the GPU after every run except
         # in --highvram/--gpu-only, where ComfyUI's own offload device is the GPU.
         try:

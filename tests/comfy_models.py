@@ -11,6 +11,8 @@ models/text_encoders/hydit_bert/pytorch_model.bin (+ vocab.txt)          separat
 models/text_encoders/hydit_mt5/pytorch_model.bin (+ spiece.model)        separate mT5 file
 models/upscale_models/RealESRGAN_x4plus.pth                               Real-ESRGAN x4 (the upscale workflow)
 models/LLM/dialoggen/                                                    DialogGen (the multi-turn workflow)
+models/loras/porcelain/, jade/ (adapter_config.json + adapter_model.safetensors)  official PEFT LoRAs, v1.2
+models/loras/hunyuan_dit_kohya.safetensors                                 kohya LoRA: every Linear in the blocks + BERT
 input/example.png                                                        64x64 RGBA, transparent centre square
 """
 
@@ -37,6 +39,9 @@ MT5_FILE = "hydit_mt5/pytorch_model.bin"
 UPSCALER = "upscale_models/RealESRGAN_x4plus.pth"
 DIALOGGEN = "LLM/dialoggen"
 EXAMPLE_IMAGE = "example.png"
+LORA_PORCELAIN = "porcelain/adapter_model.safetensors"
+LORA_JADE = "jade/adapter_model.safetensors"
+LORA_KOHYA = "hunyuan_dit_kohya.safetensors"
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,16 @@ class TinyModels:
     models: Path
     input: Path
     output: Path
+    loras: dict[str, TinyLoRA]  # by picker name (LORA_*)
+
+
+@dataclass(frozen=True)
+class TinyLoRA:
+    """What a tiny LoRA file changes, as its writer (tests/test_lora.py) reports it: ``(module name, first row,
+    down, up, scale)`` per module, of the DiT and of BERT, so a test can merge it by hand."""
+
+    dit: list[tuple]
+    bert: list[tuple]
 
 
 def _example_image(path: Path) -> None:
@@ -53,6 +68,22 @@ def _example_image(path: Path) -> None:
     rgba = np.concatenate([rng.integers(0, 256, (64, 64, 3)), np.full((64, 64, 1), 255)], axis=2).astype(np.uint8)
     rgba[16:48, 16:48, 3] = 0  # transparent = "repaint" in ComfyUI's LoadImage mask
     Image.fromarray(rgba, "RGBA").save(path)
+
+
+def _tiny_loras(loras: Path, all_in_one: Path) -> dict[str, TinyLoRA]:
+    """The tiny LoRAs for the v1.2 all-in-one model, written into ``loras`` by the LoRA tests' writers."""
+    from test_lora import write_kohya, write_peft
+
+    from hunyuan_core.loaders import load_dit, load_text_encoder
+    from hunyuan_core.tiny import tiny_bert_vocab_path
+
+    dit = load_dit(all_in_one)
+    bert = load_text_encoder(all_in_one, bert_vocab=tiny_bert_vocab_path(all_in_one.parent)).bert
+    loras.mkdir()
+    _, porcelain = write_peft(loras / Path(LORA_PORCELAIN).parent, dit, seed=0, alpha=8)
+    _, jade = write_peft(loras / Path(LORA_JADE).parent, dit, seed=1000, alpha=2)
+    _, kohya, kohya_bert = write_kohya(loras / LORA_KOHYA, dit, seed=2000, text_encoder=bert)
+    return {LORA_PORCELAIN: TinyLoRA(porcelain, []), LORA_JADE: TinyLoRA(jade, []), LORA_KOHYA: TinyLoRA(kohya, kohya_bert)}
 
 
 @lru_cache(maxsize=1)
@@ -91,6 +122,8 @@ def tiny_models() -> TinyModels:
     make_tiny_upscaler(models / UPSCALER, "RRDBNet", 4)
     make_tiny_dialoggen(models / DIALOGGEN)
 
+    loras = _tiny_loras(models / "loras", models / ALL_IN_ONE)
+
     (root / "input").mkdir()
     _example_image(root / "input" / EXAMPLE_IMAGE)
-    return TinyModels(models, root / "input", root / "output")
+    return TinyModels(models, root / "input", root / "output", loras)
