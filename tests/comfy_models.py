@@ -72,7 +72,7 @@ def _example_image(path: Path) -> None:
 
 def _tiny_loras(loras: Path, all_in_one: Path) -> dict[str, TinyLoRA]:
     """The tiny LoRAs for the v1.2 all-in-one model, written into ``loras`` by the LoRA tests' writers."""
-    from test_lora import write_kohya, write_peft
+    from lora_files import write_kohya, write_peft
 
     from hunyuan_core.loaders import load_dit, load_text_encoder
     from hunyuan_core.tiny import tiny_bert_vocab_path
