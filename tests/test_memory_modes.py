@@ -172,8 +172,8 @@ def test_an_fp8_checkpoint_round_trips(tmp_path, tiny_official):
     pipe = hy.load_pipeline(tiny_official, device="cpu", weight_dtype="fp8_e4m3fn")
     folder = save_pipeline(pipe, tmp_path / "fp8", "diffusers")
     stored = load_file(folder / "transformer" / "diffusion_pytorch_model.safetensors")
-    assert sum(t.dtype == torch.float8_e4m3fn for t in stored.values()) == sum(
-        isinstance(m, FP8Linear) for m in pipe.dit.modules())
+    fp8_keys = [k for k, t in stored.items() if t.dtype == torch.float8_e4m3fn]  # diffusers names: q, k, v split
+    assert fp8_keys and all(k.startswith("blocks.") and k.endswith(".weight") for k in fp8_keys)
     again = hy.load_pipeline(folder, device="cpu", weight_dtype="fp8_e4m3fn")
     assert all(torch.equal(a, b) and a.dtype == b.dtype
                for a, b in zip(again.dit.state_dict().values(), pipe.dit.state_dict().values()))
@@ -190,7 +190,7 @@ def test_comfyui_fp8_and_scaled_fp8_files_load(tmp_path, tiny_comfy):
     scaled = {**sd, "model.diffusion_model.scaled_fp8": torch.zeros(0, dtype=torch.float8_e4m3fn)}
     for k in blocks:
         scaled[k] = (sd[k].float() / scale).to(torch.float8_e4m3fn)
-        scaled[k[: -len("weight")] + "scale_weight"] = scale
+        scaled[k[: -len("weight")] + "scale_weight"] = scale.clone()
     save_file(scaled, tmp_path / "scaled.safetensors")
     for name, data in (("fp8", plain), ("scaled", scaled)):
         dit = hy.load_dit(tmp_path / f"{name}.safetensors", device="cpu", dtype=torch.float32)
