@@ -43,3 +43,7 @@ class Residency:
 
     def resident_bytes(self) -> int:
         return sum(self.resident.values())
+
+    def restart_peak(self) -> None:
+        """Count the peak from now on (what is resident now), e.g. per stage."""
+        self.peak_bytes, self.peak_units = self.resident_bytes(), list(self.resident)
