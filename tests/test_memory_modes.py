@@ -199,3 +199,13 @@ def test_comfyui_fp8_and_scaled_fp8_files_load(tmp_path, tiny_comfy):
             want = data[k].float() * (scale if name == "scaled" else 1)
             assert torch.equal(got[k.removeprefix("model.diffusion_model.")], want)
     assert dequantise_scaled_fp8({"a.weight": sd[blocks[0]]}) == {"a.weight": sd[blocks[0]]}
+
+
+def test_the_command_line_takes_offload_and_weight_dtype(tiny_official, tmp_path):
+    from hunyuan_core.cli import main
+
+    args = ["generate", "--model", str(tiny_official), "--prompt", "一只猫", "--width", "64", "--height", "64",
+            "--steps", "2", "--device", "cpu", "--offload", "blocks", "--weight-dtype", "fp8_e5m2", "--out", str(tmp_path)]
+    assert main(args) == 0 and len(list(tmp_path.glob("*.png"))) == 1
+    with pytest.raises(InputError, match="weight_dtype must be"):
+        hy.load_pipeline(tiny_official, device="cpu", weight_dtype="int4")
