@@ -77,7 +77,8 @@ class HunyuanDiTPipeline:
 
     @property
     def device(self) -> torch.device:
-        return self.dit.device
+        """Where the DiT computes (in an offload mode its weights rest elsewhere between runs)."""
+        return self.placement.devices["dit"]
 
     def to(self, device: str | torch.device) -> "HunyuanDiTPipeline":
         """Every component on ``device``, for good (ends an offload mode)."""
