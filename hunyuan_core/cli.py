@@ -115,8 +115,8 @@ def _generate(args: argparse.Namespace) -> int:
         model = make_tiny(Path(tmp.name), layout="official")
         print("note: --model tiny is a random 4 MB model built on the fly; it draws noise, not pictures", file=sys.stderr)
     try:
-        pipe = load_pipeline(model, device=device, dtype=args.dtype, variant=args.variant,
-                             bert_vocab=args.bert_vocab, beta_end=args.beta_end)
+        pipe = load_pipeline(model, device=device, dtype=args.dtype, variant=args.variant, bert_vocab=args.bert_vocab,
+                             beta_end=args.beta_end, offload=args.offload, weight_dtype=args.weight_dtype)
         pipe.set_loras(loras)
         out = pipe(args.prompt, negative_prompt=args.negative, width=args.width, height=args.height, steps=args.steps,
                    guidance_scale=args.cfg, seed=args.seed, sampler=args.sampler, batch_size=args.batch,
@@ -153,6 +153,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .model.fp8 import WEIGHT_DTYPES
     from .sampling.schedulers import SAMPLERS
     from .settings.devices import DTYPES
 
@@ -176,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--bert-vocab", default=None, help="BERT vocab.txt for an all-in-one file")
     g.add_argument("--device", default=None)
     g.add_argument("--dtype", default=None, choices=list(DTYPES))
+    g.add_argument("--offload", default=None, choices=["model", "blocks"],
+                   help="less GPU memory, same images: components ('model') or DiT/mT5 blocks ('blocks') visit the GPU in turn")
+    g.add_argument("--weight-dtype", default=None, choices=list(WEIGHT_DTYPES),
+                   help="store the DiT's and mT5's block weights in fp8 (half their memory; approximate)")
     g.add_argument("--upscale", default=None, help="super-resolution model to apply to each image")
     g.add_argument("--lora", action="append", default=[], type=lora_argument, metavar="FILE[:STRENGTH]",
                    help="a Hunyuan-DiT LoRA (file or PEFT folder) at a strength (default 1.0); repeatable")

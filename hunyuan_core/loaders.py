@@ -33,6 +33,7 @@ from .formats.official import VARIANTS
 from .formats.vae_files import load_vae_from_folder, vae_folder_config
 from .model.config import DiTConfig
 from .model.dit import HunyuanDiT
+from .model.fp8 import dequantise_scaled_fp8
 from .model.materialise import build_with_weights
 from .model.text_encoder import BilingualTextEncoder
 from .settings.devices import resolve_device, resolve_dtype
@@ -68,8 +69,9 @@ def _check_variant(variant: str | None) -> None:
 
 
 def _build_dit(sd: Mapping[str, torch.Tensor], device: torch.device, dtype: torch.dtype, where: str) -> HunyuanDiT:
-    """A HunyuanDiT from weights in any accepted naming; the module keeps no copy of ``sd``."""
-    sd = to_official(sd)
+    """A HunyuanDiT from weights in any accepted naming (ComfyUI's scaled fp8 files dequantised); the module
+    keeps no copy of ``sd``."""
+    sd = to_official(dequantise_scaled_fp8(sd))
     config = DiTConfig.from_state_dict(sd, where)
     return build_with_weights(lambda: HunyuanDiT(config), sd, device, dtype, where, warn_unexpected=True)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -14,10 +15,14 @@ from .errors import InputError
 from .images import pil_to_tensor, tensor_to_pil
 from .loaders import load_parts
 from .model.dit import HunyuanDiT
+from .model.fp8 import resolve_weight_dtype, store_fp8
 from .model.text_encoder import DEFAULT_NEGATIVE_PROMPT, BilingualTextEncoder, TextEmbeddings
-from .model.vae import decode_latents, encode_images
+from .model.vae import decode_latents, decode_needs_tiles, encode_images
+from .offload import CPU, weight_device
+from .placement import Placement, resolve_devices
 from .sampling.loop import Progress
 from .sampling.sample import sample
+from .settings.devices import resolve_dtype
 from .settings.validate import check_beta_end, check_finite, check_prompts, check_sampling, check_texts
 
 
@@ -60,6 +65,10 @@ class HunyuanDiTPipeline:
         self.beta_end = check_beta_end(beta_end)
         self.loras: list[tuple[LoRA, float]] = []  # what set_loras merged
         self._lora_files: dict[str, LoRA] = {}  # path -> LoRA of the current set
+        self.placement = Placement(self._components(), {n: weight_device(c) for n, c in self._components().items()})
+
+    def _components(self) -> dict[str, object]:
+        return {"text_encoder": self.text_encoder, "dit": self.dit, "vae": self.vae}
 
     @property
     def version(self) -> str:
@@ -68,13 +77,28 @@ class HunyuanDiTPipeline:
 
     @property
     def device(self) -> torch.device:
-        return self.dit.device
+        """Where the DiT computes (in an offload mode its weights rest elsewhere between runs)."""
+        return self.placement.devices["dit"]
 
     def to(self, device: str | torch.device) -> "HunyuanDiTPipeline":
-        self.dit.to(device)
-        self.text_encoder.to(device)
-        self.vae.to(device)
+        """Every component on ``device``, for good (ends an offload mode)."""
+        self.set_placement(None, resolve_devices(device, None))
         return self
+
+    def set_placement(self, offload: str | None, devices: Mapping[str, torch.device], resident_blocks: int = 2,
+                      rest: torch.device = CPU) -> None:
+        """Place the components anew: ``offload`` mode (None, ``"model"``, ``"blocks"``, see
+        :mod:`hunyuan_core.placement`), compute ``devices`` per component, offloaded weights resting on ``rest``."""
+        self.placement.close()
+        self.placement = Placement(self._components(), devices, offload, resident_blocks, rest)
+
+    def enable_model_cpu_offload(self, device: str | torch.device | None = None) -> None:
+        """diffusers' name for ``offload="model"``: each component on ``device`` only while it works."""
+        self.set_placement("model", resolve_devices(device, None))
+
+    def enable_sequential_cpu_offload(self, device: str | torch.device | None = None, resident_blocks: int = 2) -> None:
+        """diffusers' name for ``offload="blocks"``: the DiT's and mT5's blocks stream through ``device``."""
+        self.set_placement("blocks", resolve_devices(device, None), resident_blocks)
 
     def set_loras(self, loras: list[tuple[LoRA | str | os.PathLike, float]]) -> None:
         """Use exactly these LoRAs from now on: ``[(path_or_lora, strength), ...]``, merged into the DiT and (their
@@ -102,9 +126,10 @@ class HunyuanDiTPipeline:
         any string, ``""`` included, is encoded as given (as the text-encode node does)."""
         if isinstance(prompt, TextEmbeddings):
             return prompt
-        if negative:
-            return self.text_encoder.encode(check_texts("negative_prompt", DEFAULT_NEGATIVE_PROMPT if prompt is None else prompt))
-        return self.text_encoder.encode(check_prompts(prompt))
+        texts = (check_texts("negative_prompt", DEFAULT_NEGATIVE_PROMPT if prompt is None else prompt) if negative
+                 else check_prompts(prompt))
+        with self.placement.visit("text_encoder"):
+            return self.text_encoder.encode(texts)
 
     def __call__(
         self,
@@ -123,14 +148,15 @@ class HunyuanDiTPipeline:
         strength: float = 0.8,
         mask: Image.Image | torch.Tensor | None = None,
         beta_end: float | None = None,
-        tiled_decode: bool = False,
+        tiled_decode: bool | None = None,
         progress: Progress | None = None,
         cancel=None,
     ) -> PipelineOutput:
         """Generate images. ``image`` (+ ``strength``) is img2img, ``mask`` (white = repaint) inpaints ``image``.
 
         ``negative_prompt`` None is the official negative prompt; any string, "" included, is encoded as given.
-        ``seed`` None draws a random one; image i of a batch uses ``seed + i``.
+        ``seed`` None draws a random one; image i of a batch uses ``seed + i``. ``tiled_decode`` None decodes
+        in tiles only when a whole decode would not fit in the VAE device's free memory (never on the CPU).
         """
         if seed is None:
             seed = random.getrandbits(32)  # short enough to retype
@@ -139,24 +165,29 @@ class HunyuanDiTPipeline:
         check_sampling(width=width, height=height, steps=steps, guidance_scale=guidance_scale,
                        guidance_rescale=guidance_rescale, sampler=sampler, seed=seed, batch_size=batch_size,
                        prompts=count, strength=strength if image is not None else 1.0, beta_end=beta_end)
-        positive = self.encode_prompt(prompt)
-        neg = self.encode_prompt(negative_prompt, negative=True)
         if mask is not None and image is None:
             raise InputError("a mask needs the image to inpaint: pass image= as well")
+        with self.placement.visit("text_encoder"):
+            positive = self.encode_prompt(prompt)
+            neg = self.encode_prompt(negative_prompt, negative=True)
         mask_t = prepare_image(mask, width, height, mode="L") if mask is not None else None
         init = None
         if image is not None:
-            pixels = prepare_image(image, width, height).to(self.vae.device, self.vae.dtype)
-            gen = torch.Generator("cpu").manual_seed(seed)
-            init = encode_images(self.vae, pixels, generator=gen)
-        lat = sample(
-            self.dit, positive, neg, width=width, height=height, steps=steps, guidance_scale=guidance_scale,
-            guidance_rescale=guidance_rescale, sampler=sampler, seed=seed, batch_size=batch_size, latents=latents,
-            init_latents=init, strength=strength if image is not None else 1.0, mask=mask_t,
-            beta_end=beta_end or self.beta_end, progress=progress, cancel=cancel,
-        )
-        with torch.no_grad():
-            pixels = decode_latents(self.vae, lat.to(self.vae.device, self.vae.dtype), tiled=tiled_decode)
+            with self.placement.visit("vae"):
+                pixels = prepare_image(image, width, height).to(self.vae.device, self.vae.dtype)
+                gen = torch.Generator("cpu").manual_seed(seed)
+                init = encode_images(self.vae, pixels, generator=gen)
+        with self.placement.visit("dit"):
+            lat = sample(
+                self.dit, positive, neg, width=width, height=height, steps=steps, guidance_scale=guidance_scale,
+                guidance_rescale=guidance_rescale, sampler=sampler, seed=seed, batch_size=batch_size, latents=latents,
+                init_latents=init, strength=strength if image is not None else 1.0, mask=mask_t,
+                beta_end=beta_end or self.beta_end, progress=progress, cancel=cancel,
+            )
+        with self.placement.visit("vae"), torch.no_grad():
+            z = lat.to(self.vae.device, self.vae.dtype)
+            tiled = decode_needs_tiles(self.vae, z) if tiled_decode is None else tiled_decode
+            pixels = decode_latents(self.vae, z, tiled=tiled)
         return PipelineOutput([tensor_to_pil(p[None]) for p in pixels], [seed + i for i in range(lat.shape[0])], lat)
 
 
@@ -167,8 +198,27 @@ def load_pipeline(
     variant: str | None = None,
     bert_vocab: str | os.PathLike | None = None,
     beta_end: float | None = None,
+    offload: str | None = None,
+    weight_dtype: str | torch.dtype | None = None,
+    device_map: Mapping[str, str | torch.device] | None = None,
+    resident_blocks: int = 2,
 ) -> HunyuanDiTPipeline:
-    """Load a complete model from an official tree, a diffusers folder or a ComfyUI all-in-one file."""
+    """Load a complete model from an official tree, a diffusers folder or a ComfyUI all-in-one file.
+
+    ``offload`` None / ``"model"`` / ``"blocks"`` (``resident_blocks`` streamed at a time) trades speed for
+    GPU memory with identical images; ``weight_dtype`` ``"fp8_e4m3fn"`` / ``"fp8_e5m2"`` stores the DiT's and
+    mT5's block Linears in fp8 (approximate); ``device_map`` puts ``text_encoder``, ``dit``, ``vae`` on
+    their own devices (``device`` for the ones it does not name). ``dtype`` is resolved for the DiT's device.
+    """
     check_beta_end(beta_end)
-    parts = load_parts(path, device=device, dtype=dtype, variant=variant, bert_vocab=bert_vocab)
-    return HunyuanDiTPipeline(parts.dit, parts.text_encoder, parts.vae, beta_end=beta_end)
+    storage = resolve_weight_dtype(weight_dtype)
+    devices = resolve_devices(device, device_map)
+    one_device = offload is None and len(set(devices.values())) == 1
+    parts = load_parts(path, device=devices["dit"] if one_device else CPU, dtype=resolve_dtype(dtype, devices["dit"]),
+                       variant=variant, bert_vocab=bert_vocab)
+    if storage is not None:
+        store_fp8(parts.dit, storage, "dit")
+        store_fp8(parts.text_encoder.mt5, storage, "mt5")
+    pipe = HunyuanDiTPipeline(parts.dit, parts.text_encoder, parts.vae, beta_end=beta_end)
+    pipe.set_placement(offload, devices, resident_blocks)
+    return pipe

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import InputError
+from ..settings.devices import free_memory
 from ..tiling import plan_tiles, run_tiles
 
 SDXL_SCALING_FACTOR = 0.13025
@@ -22,6 +23,24 @@ def _scale(vae) -> tuple[float, float]:
 
 def _spatial_factor(vae) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def decode_bytes(vae, latents: torch.Tensor) -> int:
+    """Activation memory a whole decode of ``latents`` needs [estimate]: the decoder's last upsampler and up block
+    run at full resolution on the second level's channels (256 for SDXL), about four such tensors alive at once."""
+    b, _, h, w = latents.shape
+    f = _spatial_factor(vae)
+    channels = vae.config.block_out_channels[min(1, len(vae.config.block_out_channels) - 1)]
+    return 4 * b * h * f * w * f * channels * latents.element_size()
+
+
+def decode_needs_tiles(vae, latents: torch.Tensor) -> bool:
+    """Whether a whole decode would not fit in the free memory of the latents' device (never on the CPU, whose
+    memory the operating system extends)."""
+    if latents.device.type == "cpu":
+        return False
+    free = free_memory(latents.device)
+    return free is not None and decode_bytes(vae, latents) > free
 
 
 def decode_latents(vae, latents: torch.Tensor, tiled: bool = False, *, tile_size: int = 64,

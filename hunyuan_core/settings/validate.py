@@ -156,16 +156,20 @@ def check_generate(*, prompt: str | Sequence[str], negative_prompt: str | Sequen
     check_sampling(prompts=len(prompts), **settings)
 
 
+def dit_activation_bytes(config: DiTConfig, dtype: torch.dtype, width: int, height: int, rows: int) -> int:
+    """The DiT's activation memory for one step [estimate]: the long skips of the first half of the blocks plus
+    one block's working set (``limits.BLOCK_WORKING_SET``) for every token row."""
+    tokens = token_rows(width, height, rows, config.patch_size)
+    return tokens * config.hidden_size * (torch.finfo(dtype).bits // 8) * (config.depth // 2 + BLOCK_WORKING_SET)
+
+
 def check_memory(config: DiTConfig, dtype: torch.dtype, device: torch.device, width: int, height: int, rows: int) -> None:
     """Refuse a run whose DiT activations cannot fit in the memory ``device`` has free.
 
-    The estimate counts the long skips of the first half of the blocks plus one block's working set
-    (``limits.BLOCK_WORKING_SET``) for every token row; attention goes through SDPA, whose fused kernels need
-    memory linear in the tokens (included in the working set), not the tokens x tokens score matrix.
+    The estimate is :func:`dit_activation_bytes`; attention goes through SDPA, whose fused kernels need memory
+    linear in the tokens (included in the working set), not the tokens x tokens score matrix.
     """
-    tokens = token_rows(width, height, rows, config.patch_size)
-    element = torch.finfo(dtype).bits // 8
-    need = tokens * config.hidden_size * element * (config.depth // 2 + BLOCK_WORKING_SET)
+    need = dit_activation_bytes(config, dtype, width, height, rows)
     free = free_memory(device)
     if free is not None and need > free:
         raise InputError(
