@@ -15,7 +15,7 @@ import pytest
 import torch
 from comfy_host import require_comfyui
 from comfy_host import run_node as call_node
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -134,6 +134,7 @@ def test_load_pipeline_checks_beta_end_before_reading_anything(tmp_path):
                        st.lists(st.integers(), max_size=2), st.complex_numbers()),
        name=st.sampled_from(["width", "height", "steps", "guidance_scale", "guidance_rescale", "seed",
                              "batch_size", "strength", "beta_end", "sampler"]))
+@example(value=2**64 + 1, name="batch_size")  # once named the seeds it would need instead of the batch
 def test_any_value_of_any_setting_is_accepted_or_an_input_error(name, value):
     from hunyuan_core.settings.validate import check_sampling
 
