@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from PIL import Image
 
 from .adapters import LoRA, apply_loras, load_lora
+from .controlnet import Control, check_control, check_controlnet, prepare_controls
 from .errors import InputError
 from .images import pil_to_tensor, tensor_to_pil
 from .loaders import load_parts
@@ -126,11 +128,13 @@ class HunyuanDiTPipeline:
         tiled_decode: bool = False,
         progress: Progress | None = None,
         cancel=None,
+        controlnets: Sequence[Control] = (),
     ) -> PipelineOutput:
         """Generate images. ``image`` (+ ``strength``) is img2img, ``mask`` (white = repaint) inpaints ``image``.
 
         ``negative_prompt`` None is the official negative prompt; any string, "" included, is encoded as given.
-        ``seed`` None draws a random one; image i of a batch uses ``seed + i``.
+        ``seed`` None draws a random one; image i of a batch uses ``seed + i``. ``controlnets``
+        (:class:`~hunyuan_core.Control` items) guide the DiT; several are summed.
         """
         if seed is None:
             seed = random.getrandbits(32)  # short enough to retype
@@ -139,6 +143,9 @@ class HunyuanDiTPipeline:
         check_sampling(width=width, height=height, steps=steps, guidance_scale=guidance_scale,
                        guidance_rescale=guidance_rescale, sampler=sampler, seed=seed, batch_size=batch_size,
                        prompts=count, strength=strength if image is not None else 1.0, beta_end=beta_end)
+        for control in controlnets:
+            check_control(control)
+            check_controlnet(control.controlnet, self.dit)
         positive = self.encode_prompt(prompt)
         neg = self.encode_prompt(negative_prompt, negative=True)
         if mask is not None and image is None:
@@ -149,11 +156,12 @@ class HunyuanDiTPipeline:
             pixels = prepare_image(image, width, height).to(self.vae.device, self.vae.dtype)
             gen = torch.Generator("cpu").manual_seed(seed)
             init = encode_images(self.vae, pixels, generator=gen)
+        controls = prepare_controls(controlnets, self.vae, width, height)
         lat = sample(
             self.dit, positive, neg, width=width, height=height, steps=steps, guidance_scale=guidance_scale,
             guidance_rescale=guidance_rescale, sampler=sampler, seed=seed, batch_size=batch_size, latents=latents,
             init_latents=init, strength=strength if image is not None else 1.0, mask=mask_t,
-            beta_end=beta_end or self.beta_end, progress=progress, cancel=cancel,
+            beta_end=beta_end or self.beta_end, progress=progress, cancel=cancel, controls=controls,
         )
         with torch.no_grad():
             pixels = decode_latents(self.vae, lat.to(self.vae.device, self.vae.dtype), tiled=tiled_decode)
