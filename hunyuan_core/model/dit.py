@@ -267,7 +267,7 @@ class HunyuanDiT(DiTFrontEnd):
             if i > cfg.depth // 2:
                 skip = skips.pop()
                 if controls is not None:
-                    skip = skip + controls[cfg.depth - 1 - i].to(skip.dtype)
+                    skip = skip + controls[cfg.depth - 1 - i].to(skip)
             x = block(x, c, context.kv[i], rope, skip)
             if i < self.skip_count:
                 skips.append(x)
