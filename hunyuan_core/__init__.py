@@ -6,6 +6,7 @@
 """
 
 from .adapters import LoRA, apply_loras, load_lora
+from .controlnet import Control, ControlNet, PreparedControl, check_controlnet, load_controlnet, prepare_controls
 from .errors import HunyuanError, InputError, ModelFileError, NumericsError, OutputError
 from .loaders import load_dit, load_parts, load_text_encoder, load_vae
 from .pipeline import HunyuanDiTPipeline, PipelineOutput, load_pipeline
@@ -16,6 +17,7 @@ from .settings.sizes import PRESETS
 from .upscaler import Upscaler, load_upscaler, upscale_images
 
 __all__ = [
+    "Control", "ControlNet", "PreparedControl", "check_controlnet", "load_controlnet", "prepare_controls",
     "HunyuanDiTPipeline", "HunyuanError", "InputError", "LoRA", "ModelFileError", "NumericsError", "OutputError", "PRESETS",
     "PipelineOutput", "SAMPLERS",
     "Upscaler", "apply_loras", "load_dit", "load_lora", "load_parts", "load_pipeline", "load_rewriter", "load_text_encoder", "load_upscaler", "load_vae",

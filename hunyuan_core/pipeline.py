@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from PIL import Image
 
 from .adapters import LoRA, apply_loras, load_lora
+from .controlnet import Control, check_control, check_controlnet, prepare_controls
 from .errors import InputError
 from .images import pil_to_tensor, tensor_to_pil
 from .loaders import load_parts
@@ -151,12 +152,14 @@ class HunyuanDiTPipeline:
         tiled_decode: bool | None = None,
         progress: Progress | None = None,
         cancel=None,
+        controlnets: Sequence[Control] = (),
     ) -> PipelineOutput:
         """Generate images. ``image`` (+ ``strength``) is img2img, ``mask`` (white = repaint) inpaints ``image``.
 
         ``negative_prompt`` None is the official negative prompt; any string, "" included, is encoded as given.
         ``seed`` None draws a random one; image i of a batch uses ``seed + i``. ``tiled_decode`` None decodes
         in tiles only when a whole decode would not fit in the VAE device's free memory (never on the CPU).
+        ``controlnets`` (:class:`~hunyuan_core.Control` items) guide the DiT; several are summed.
         """
         if seed is None:
             seed = random.getrandbits(32)  # short enough to retype
@@ -165,24 +168,28 @@ class HunyuanDiTPipeline:
         check_sampling(width=width, height=height, steps=steps, guidance_scale=guidance_scale,
                        guidance_rescale=guidance_rescale, sampler=sampler, seed=seed, batch_size=batch_size,
                        prompts=count, strength=strength if image is not None else 1.0, beta_end=beta_end)
+        for control in controlnets:
+            check_control(control)
+            check_controlnet(control.controlnet, self.dit)
         if mask is not None and image is None:
             raise InputError("a mask needs the image to inpaint: pass image= as well")
         with self.placement.visit("text_encoder"):
             positive = self.encode_prompt(prompt)
             neg = self.encode_prompt(negative_prompt, negative=True)
         mask_t = prepare_image(mask, width, height, mode="L") if mask is not None else None
-        init = None
-        if image is not None:
+        init, controls = None, []
+        if image is not None or controlnets:
             with self.placement.visit("vae"):
-                pixels = prepare_image(image, width, height).to(self.vae.device, self.vae.dtype)
-                gen = torch.Generator("cpu").manual_seed(seed)
-                init = encode_images(self.vae, pixels, generator=gen)
+                if image is not None:
+                    pixels = prepare_image(image, width, height).to(self.vae.device, self.vae.dtype)
+                    init = encode_images(self.vae, pixels, generator=torch.Generator("cpu").manual_seed(seed))
+                controls = prepare_controls(controlnets, self.vae, width, height)
         with self.placement.visit("dit"):
             lat = sample(
                 self.dit, positive, neg, width=width, height=height, steps=steps, guidance_scale=guidance_scale,
                 guidance_rescale=guidance_rescale, sampler=sampler, seed=seed, batch_size=batch_size, latents=latents,
                 init_latents=init, strength=strength if image is not None else 1.0, mask=mask_t,
-                beta_end=beta_end or self.beta_end, progress=progress, cancel=cancel,
+                beta_end=beta_end or self.beta_end, progress=progress, cancel=cancel, controls=controls,
             )
         with self.placement.visit("vae"), torch.no_grad():
             z = lat.to(self.vae.device, self.vae.dtype)

@@ -5,6 +5,7 @@ ComfyUI all-in-one ``.safetensors`` file, so every layout must produce identical
 rounded to a value fp16 represents exactly, because the all-in-one file stores fp16 as the real one does.
 Tokenizers are built locally: a BERT vocab.txt and an mT5-style sentencepiece model trained in
 milliseconds on a small bilingual corpus (pad 0, eos 1, unk 2 like mT5). Nothing is downloaded.
+``make_tiny_controlnet`` writes a ControlNet for that tiny DiT in each ControlNet file layout.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from .controlnet.files import save_controlnet
+from .controlnet.model import ControlNet
 from .errors import InputError
 from .formats.all_in_one import bert_vocab_beside
 from .formats.convert import LAYOUTS, ModelParts, save_parts
@@ -167,3 +170,30 @@ def make_tiny(dest: str | os.PathLike, layout: str = "official", version: str = 
     if version not in VERSIONS:
         raise InputError(f"version must be one of {', '.join(VERSIONS)}; got {version!r}")
     return save_parts(_random_parts(version, seed), dest, layout, overwrite)
+
+
+def tiny_controlnet(version: str = "1.2", seed: int = 0) -> ControlNet:
+    """A ControlNet for the tiny DiT of ``make_tiny(version=version, seed=seed)``: its front end and first
+    blocks copied from that DiT (as the official training starts), every weight then moved by seeded noise
+    and the zero-initialised projections random, so that it visibly changes the result."""
+    if version not in VERSIONS:
+        raise InputError(f"version must be one of {', '.join(VERSIONS)}; got {version!r}")
+    dit = _random_parts(version, seed).dit
+    config = _random_parts(version, seed).dit_config
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 2)
+        controlnet = ControlNet(config)
+    sd = controlnet.state_dict()
+    gen = torch.Generator().manual_seed(seed + 3)
+    for name, t in sd.items():
+        base = dit[name] if name in dit else torch.zeros_like(t)
+        t.copy_(base + 0.05 * torch.randn(t.shape, generator=gen))
+    controlnet.load_state_dict(_fp16_exact(sd))
+    return controlnet.eval()
+
+
+def make_tiny_controlnet(dest: str | os.PathLike, layout: str = "official", version: str = "1.2", seed: int = 0,
+                         overwrite: bool = False) -> Path:
+    """Write :func:`tiny_controlnet` at ``dest`` in a ControlNet layout (``official`` .pt, ``safetensors``,
+    ``diffusers`` folder, ``diffusers_file``) and return the path to load with ``hy.load_controlnet``."""
+    return save_controlnet(tiny_controlnet(version, seed), dest, layout, overwrite)

@@ -1,5 +1,5 @@
 """The one place that knows DiT key names: official (Tencent) <-> diffusers, and wrapper prefixes (plus the one
-prefix stripper every layout uses).
+prefix stripper every layout uses). A ControlNet's names are the DiT's plus its two projections.
 
 Mapping facts: reference/diffusers-dialoggen-sr.md §A.4 (diffusers' own conversion script). Two traps:
 official ``norm2`` (before the FFN) is diffusers ``norm3`` and vice versa, and the final layer's
@@ -31,6 +31,8 @@ _GLOBAL = [
     ("mlp_t5.2.", "text_embedder.linear_2."),
     ("final_layer.adaLN_modulation.1.", "norm_out.linear."),
     ("final_layer.linear.", "proj_out."),
+    ("before_proj.", "input_block."),  # ControlNet
+    ("after_proj_list.", "controlnet_blocks."),  # ControlNet
 ]
 # (official, diffusers) inside ``blocks.{i}.``; fused projections are handled separately.
 _BLOCK = [

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 DIT = "a Hunyuan-DiT"
 BERT = "a BERT text encoder"
 T5 = "a T5 / mT5 text encoder"
+CONTROLNET = "a Hunyuan-DiT ControlNet"
 
 # Module names of the SD 1.x / SDXL UNet and its CLIP text encoders, in LDM, diffusers and kohya spelling.
 _UNET_NAMES = ("input_blocks", "down_blocks", "middle_block", "mid_block", "text_model_encoder", "text_model.encoder")
@@ -19,7 +20,8 @@ def _is_lora(key: str) -> bool:
 # (description, predicate over the set of key names); first match wins, most specific first.
 _KINDS = [
     ("a ComfyUI all-in-one checkpoint", lambda ks: any(k.startswith("text_encoders.") for k in ks)),
-    ("a Hunyuan-DiT ControlNet", lambda ks: any(k.endswith("after_proj_list.18.bias") for k in ks)),
+    (CONTROLNET, lambda ks: any(k.endswith(("after_proj_list.0.weight", "input_block.weight")) for k in ks)
+     and any(k.endswith(("mlp_t5.0.weight", "text_embedder.linear_1.weight")) for k in ks)),
     (DIT, lambda ks: any(k.endswith("mlp_t5.0.weight") or k.endswith("text_embedder.linear_1.weight") for k in ks)),
     ("an SD / SDXL LoRA", lambda ks: any(_is_lora(k) and any(m in k for m in _UNET_NAMES) for k in ks)),
     ("a Flux LoRA", lambda ks: any(_is_lora(k) and ("double_blocks" in k or "single_transformer_blocks" in k) for k in ks)),

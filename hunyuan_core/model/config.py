@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
@@ -27,6 +27,8 @@ REQUIRED_KEYS = (
     "blocks.0.mlp.fc1.weight",
     "final_layer.linear.weight",
 )
+# A ControlNet copies the DiT's front end and first-half blocks, adds ``before_proj`` and ``after_proj_list``.
+CONTROLNET_REQUIRED_KEYS = (*REQUIRED_KEYS[:-1], "before_proj.weight", "after_proj_list.0.weight")
 
 
 @dataclass(frozen=True)
@@ -70,12 +72,25 @@ class DiTConfig:
     @classmethod
     def from_state_dict(cls, sd: Mapping[str, torch.Tensor], where: str = "checkpoint") -> "DiTConfig":
         """Read the architecture off official-named weights; raise ModelFileError if they are not a Hunyuan-DiT."""
-        missing = [k for k in REQUIRED_KEYS if k not in sd]
+        return cls._from_weights(sd, where, REQUIRED_KEYS, "Hunyuan-DiT")
+
+    @classmethod
+    def from_controlnet_state_dict(cls, sd: Mapping[str, torch.Tensor], where: str = "checkpoint") -> "DiTConfig":
+        """The architecture of the DiT a ControlNet (official names) was made for: its blocks are that DiT's
+        first ``depth / 2 - 1``. A ControlNet has no final layer, so ``out_channels`` is the learned-sigma
+        default of every release. Raise ModelFileError if the weights are not a Hunyuan-DiT ControlNet."""
+        config = cls._from_weights(sd, where, CONTROLNET_REQUIRED_KEYS, "Hunyuan-DiT ControlNet")
+        return replace(config, depth=2 * (config.depth + 1))
+
+    @classmethod
+    def _from_weights(cls, sd: Mapping[str, torch.Tensor], where: str, required: tuple[str, ...], what: str) -> "DiTConfig":
+        """The shapes of the blocks and embedders (``depth`` = the number of blocks found)."""
+        missing = [k for k in required if k not in sd]
         if missing:
             kind = describe_weights(sd)
             found = f"this looks like {kind}" if kind else f"found {len(sd)} tensors starting with: {', '.join(list(sd)[:5]) or 'none'}"
             raise ModelFileError(
-                f"{where}: not a Hunyuan-DiT checkpoint ({found}); a Hunyuan-DiT has keys such as {', '.join(missing[:3])}"
+                f"{where}: not a {what} checkpoint ({found}); a {what} has keys such as {', '.join(missing[:3])}"
             )
         shape = partial(tensor_shape, sd, where=where)  # (key, ndim) -> checked shape
         hidden, in_ch, patch, _ = shape("x_embedder.proj.weight", 4)
@@ -96,7 +111,7 @@ class DiTConfig:
                 f"{pooled_dim + SIZE_COND_DIM + hidden} (v1.0/v1.1 with size and style conditioning)"
             )
         text_tokens, text_dim = shape("text_embedding_padding", 2)
-        final_out, _ = shape("final_layer.linear.weight", 2)
+        final_out = shape("final_layer.linear.weight", 2)[0] if "final_layer.linear.weight" in sd else 2 * in_ch * patch**2
         if hidden % head_dim or final_out % (patch * patch) or not 0 < t5_len < text_tokens:
             raise ModelFileError(
                 f"{where}: inconsistent Hunyuan-DiT shapes: width {hidden} with q_norm size {head_dim} (must divide "

@@ -4,12 +4,14 @@ the keys of ``pytorch_model_ema.pt``). Reference: reference/hunyuandit-official.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
 from .attention import CrossAttention, Rope, SelfAttention
 from .config import DiTConfig
 from .embedders import (
@@ -117,11 +119,12 @@ class TextContext:
     kv: list[tuple[torch.Tensor, torch.Tensor]]
 
 
-class HunyuanDiT(nn.Module):
-    """The Hunyuan-DiT denoiser. ``forward`` returns all ``out_channels`` (v-prediction first, then the
-    learned-variance channels the samplers discard)."""
+class DiTFrontEnd(nn.Module):
+    """What the DiT and its ControlNet share (the official ``HunYuanDiT`` and ``HunYuanControlNet`` both hold
+    these under the same names): the text projection and padding, the mT5 pooler, the patch, timestep and
+    extra (pooled text [+ size, style]) embedders, RoPE, and the per-prompt text context of their ``blocks``."""
 
-    weights_file = None  # set by the loaders: the file the weights came from (formats.dit_source.DiTWeightsFile)
+    blocks: nn.ModuleList  # set by the subclass: the blocks whose cross-attention keys/values the context holds
 
     def __init__(self, config: DiTConfig):
         super().__init__()
@@ -134,8 +137,6 @@ class HunyuanDiT(nn.Module):
         self.x_embedder = PatchEmbed(cfg.patch_size, cfg.in_channels, cfg.hidden_size)
         self.t_embedder = TimestepEmbedder(cfg.hidden_size)
         self.extra_embedder = mlp_embedder(cfg.extra_in_dim, cfg.hidden_size * 4, cfg.hidden_size)
-        self.blocks = nn.ModuleList(HunyuanDiTBlock(cfg, skip=i > cfg.depth // 2) for i in range(cfg.depth))
-        self.final_layer = FinalLayer(cfg.hidden_size, cfg.patch_size**2 * cfg.out_channels)
         self._rope_cache: dict[tuple, Rope] = {}
 
     @property
@@ -194,6 +195,44 @@ class HunyuanDiT(nn.Module):
             kv=[block.attn2.context_kv(text) for block in self.blocks],
         )
 
+    def conditioning(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        text: tuple[torch.Tensor | None, ...],
+        image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None,
+        context: TextContext | None,
+    ) -> tuple[Rope, TextContext, torch.Tensor]:
+        """What every block of one forward pass needs: RoPE for ``x``'s token grid (or ``image_rotary_emb``
+        (cos, sin)), the text context (``context``, else computed from the six ``text`` inputs of
+        :meth:`text_context`) and the conditioning vector ``c = t_embedder(t) + extra``."""
+        p = self.config.patch_size
+        if image_rotary_emb is not None:
+            rope = rope_freqs(*image_rotary_emb).to(x.device)
+        else:
+            rope = self.rope(x.shape[-2] // p, x.shape[-1] // p, x.device)
+        if context is None:
+            context = self.text_context(*text)
+        return rope, context, self.t_embedder(t.to(x.device)) + context.extra
+
+
+class HunyuanDiT(DiTFrontEnd):
+    """The Hunyuan-DiT denoiser. ``forward`` returns all ``out_channels`` (v-prediction first, then the
+    learned-variance channels the samplers discard)."""
+
+    weights_file = None  # set by the loaders: the file the weights came from (formats.dit_source.DiTWeightsFile)
+
+    def __init__(self, config: DiTConfig):
+        super().__init__(config)
+        cfg = config
+        self.blocks = nn.ModuleList(HunyuanDiTBlock(cfg, skip=i > cfg.depth // 2) for i in range(cfg.depth))
+        self.final_layer = FinalLayer(cfg.hidden_size, cfg.patch_size**2 * cfg.out_channels)
+
+    @property
+    def skip_count(self) -> int:
+        """How many long skips the first half passes to the second (blocks 0 .. depth/2 - 2): one control each."""
+        return self.config.depth // 2 - 1
+
     def forward(
         self,
         x: torch.Tensor,
@@ -206,32 +245,36 @@ class HunyuanDiT(nn.Module):
         style: torch.Tensor | None = None,
         image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
         context: TextContext | None = None,
+        controls: Sequence[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Denoise latents ``x`` [B, C, H, W] at timesteps ``t`` [B]; returns [B, out_channels, H, W].
 
         Give either the text inputs or a ``context`` from :meth:`text_context` (the fast path for sampling).
         ``image_rotary_emb`` (cos, sin) [S, head_dim] overrides the RoPE computed from the latent size.
+        ``controls`` (a ControlNet's output, one [B, S, hidden] residual per long skip) are added to the skips:
+        control i to the skip leaving block i, as the official model does.
         """
         cfg = self.config
         b, _, h, w = x.shape
-        gh, gw = h // cfg.patch_size, w // cfg.patch_size
-        if image_rotary_emb is not None:
-            rope = rope_freqs(*image_rotary_emb).to(x.device)
-        else:
-            rope = self.rope(gh, gw, x.device)
-        if context is None:
-            context = self.text_context(
-                encoder_hidden_states, text_embedding_mask, encoder_hidden_states_t5, text_embedding_mask_t5,
-                image_meta_size, style,
-            )
-        c = self.t_embedder(t.to(x.device)) + context.extra
+        if controls is not None and len(controls) != self.skip_count:
+            raise InputError(f"{len(controls)} controls for a DiT with {self.skip_count} skip connections; "
+                             "expected one per skip (a ControlNet made for this DiT)")
+        text = (encoder_hidden_states, text_embedding_mask, encoder_hidden_states_t5, text_embedding_mask_t5,
+                image_meta_size, style)
+        rope, context, c = self.conditioning(x, t, text, image_rotary_emb, context)
         x = self.x_embedder(x.to(self.dtype))
         skips = []
         for i, block in enumerate(self.blocks):
-            x = block(x, c, context.kv[i], rope, skips.pop() if i > cfg.depth // 2 else None)
-            if i < cfg.depth // 2 - 1:
+            skip = None
+            if i > cfg.depth // 2:
+                skip = skips.pop()
+                if controls is not None:
+                    skip = skip + controls[cfg.depth - 1 - i].to(skip)
+            x = block(x, c, context.kv[i], rope, skip)
+            if i < self.skip_count:
                 skips.append(x)
         x = self.final_layer(x, c)
         p, oc = cfg.patch_size, cfg.out_channels
+        gh, gw = h // p, w // p
         x = x.view(b, gh, gw, p, p, oc).permute(0, 5, 1, 3, 2, 4)
         return x.reshape(b, oc, gh * p, gw * p)

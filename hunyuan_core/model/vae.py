@@ -72,9 +72,10 @@ def decode_latents(vae, latents: torch.Tensor, tiled: bool = False, *, tile_size
     return (x.float() / 2 + 0.5).clamp(0, 1)
 
 
-def encode_images(vae, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def encode_images(vae, images: torch.Tensor, generator: torch.Generator | None = None, mode: bool = False) -> torch.Tensor:
     """Images [B,3,H,W] in 0..1 (H, W multiples of 8) -> scaled latents [B,C,H/8,W/8] float32, sampled
-    from the posterior as the official pipeline does (``latent_dist.sample() * scaling_factor``)."""
+    from the posterior as the official pipeline does (``latent_dist.sample() * scaling_factor``), or its
+    ``mode`` (deterministic: ControlNet hints, as ComfyUI encodes them)."""
     f = _spatial_factor(vae)
     if images.ndim != 4 or images.shape[1] != vae.config.in_channels or images.shape[2] % f or images.shape[3] % f:
         raise InputError(
@@ -84,5 +85,6 @@ def encode_images(vae, images: torch.Tensor, generator: torch.Generator | None =
     param = next(vae.parameters())
     x = images.to(device=param.device, dtype=param.dtype) * 2 - 1
     with torch.no_grad():
-        z = vae.encode(x, return_dict=False)[0].sample(generator=generator)
+        posterior = vae.encode(x, return_dict=False)[0]
+        z = posterior.mode() if mode else posterior.sample(generator=generator)
     return ((z - shift) * sf).float()

@@ -2,13 +2,18 @@
 
 Everything that is fixed for one run is set up once here: the text context (negatives first when guiding,
 projected and pooled by the DiT a single time), the size/style conditioning of the v1.0/v1.1 family, and the
-classifier-free guidance with its optional rescale. A sampler loop only sees ``denoiser(x, t)``.
+classifier-free guidance with its optional rescale, and the ControlNets (:mod:`..controlnet.stack`). A sampler
+loop only sees ``denoiser(x, t, fraction)``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
+from ..controlnet.control import PreparedControl
+from ..controlnet.stack import ControlStack
 from ..model.dit import HunyuanDiT
 from ..model.text_encoder import TextEmbeddings
 from ..model.versions import VERSION_DEFAULTS
@@ -37,11 +42,13 @@ class Denoiser:
 
     ``positive`` holds one encoding per image; ``negative`` (one per image, or None) turns on
     classifier-free guidance: both halves run in one batched forward, ``uncond + scale * (cond - uncond)``,
-    then ``guidance_rescale`` blends in the std-rescaled copy.
+    then ``guidance_rescale`` blends in the std-rescaled copy. ``controls`` add ControlNet residuals to the
+    DiT's skips, on both halves.
     """
 
     def __init__(self, dit: HunyuanDiT, positive: TextEmbeddings, negative: TextEmbeddings | None, *,
-                 width: int, height: int, guidance_scale: float = 1.0, guidance_rescale: float = 0.0):
+                 width: int, height: int, guidance_scale: float = 1.0, guidance_rescale: float = 0.0,
+                 controls: Sequence[PreparedControl] = ()):
         self.dit = dit
         self.guided = negative is not None
         self.guidance_scale = guidance_scale
@@ -52,13 +59,17 @@ class Denoiser:
         meta, style = size_conditioning(dit, width, height, self.rows)
         with torch.no_grad():
             self.context = dit.text_context(texts.clip, texts.clip_mask, texts.t5, texts.t5_mask, meta, style)
+        self.controls = ControlStack(controls, dit, texts, meta, style, images=len(positive), guided=self.guided,
+                                     latent_size=(height // 8, width // 8))
 
-    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The (guided) prediction in float32 with ``x``'s channels (a learned-variance half is dropped)."""
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, fraction: float = 0.0) -> torch.Tensor:
+        """The (guided) prediction in float32 with ``x``'s channels (a learned-variance half is dropped) at a
+        step starting ``fraction`` into the run (which ControlNets are active)."""
         model_in = torch.cat([x, x]) if self.guided else x
         t_in = t.expand(self.rows).to(device=self.dit.device, dtype=torch.float32)
+        controls = self.controls(model_in, t_in, fraction) if self.controls else None
         with torch.no_grad():
-            out = self.dit(model_in, t_in, context=self.context)[:, : x.shape[1]].float()
+            out = self.dit(model_in, t_in, context=self.context, controls=controls)[:, : x.shape[1]].float()
         if not self.guided:
             return out
         uncond, cond = out.chunk(2)

@@ -6,10 +6,11 @@ image i of a batch equals a single run with seed + i, on any device.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
+from ..controlnet.control import PreparedControl
 from ..errors import InputError
 from ..model.dit import HunyuanDiT
 from ..model.text_encoder import TextEmbeddings
@@ -46,12 +47,14 @@ def sample(
     beta_end: float | None = None,
     progress: Progress | None = None,
     cancel: Callable[[], None] | None = None,
+    controls: Sequence[PreparedControl] = (),
 ) -> torch.Tensor:
     """Run the sampler and return scaled latents ``[len(positive) * batch_size, 4, height/8, width/8]`` (fp32).
 
     ``latents`` replaces the initial noise (for txt2img, the noise before ``init_noise_sigma`` scaling);
     ``init_latents`` + ``strength`` < 1 is img2img; ``mask`` (1 = regenerate) keeps the rest of
-    ``init_latents``. ``cancel()`` is called before every step and stops the run by raising.
+    ``init_latents``. ``cancel()`` is called before every step and stops the run by raising. ``controls``
+(:func:`hunyuan_core.prepare_controls`) guide the run with ControlNets; their outputs are summed.
     """
     check_sampling(width=width, height=height, steps=steps, guidance_scale=guidance_scale,
                    guidance_rescale=guidance_rescale, sampler=sampler, seed=seed, batch_size=batch_size,
@@ -85,6 +88,7 @@ def sample(
     else:
         x = noise * schedulers.init_noise_sigma
     denoiser = Denoiser(dit, _per_image(positive, n), _per_image(negative, n) if guided else None,
-                        width=width, height=height, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale)
+                        width=width, height=height, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
+                        controls=controls)
     inpainting = Inpainting(mask, source, noise, schedulers) if mask is not None else None
     return denoise(denoiser, schedulers, x, inpainting=inpainting, progress=progress, cancel=cancel)
