@@ -19,6 +19,10 @@ def _is_lora(key: str) -> bool:
 # (description, predicate over the set of key names); first match wins, most specific first.
 _KINDS = [
     ("a ComfyUI all-in-one checkpoint", lambda ks: any(k.startswith("text_encoders.") for k in ks)),
+    ("a Hunyuan-DiT IP-Adapter", lambda ks: any(k.endswith("ip_adapter_clip_len_trans_block.weight") for k in ks)),
+    ("an SD / SDXL IP-Adapter", lambda ks: any(".to_k_ip." in k or k.startswith("image_proj.") for k in ks)),
+    ("a CLIP model with an image tower (such as the IP-Adapter's clip_img_encoder.pt)",
+     lambda ks: any(k.endswith("visual.transformer.resblocks.0.ln_1.weight") for k in ks)),
     ("a Hunyuan-DiT ControlNet", lambda ks: any(k.endswith("after_proj_list.18.bias") for k in ks)),
     (DIT, lambda ks: any(k.endswith("mlp_t5.0.weight") or k.endswith("text_embedder.linear_1.weight") for k in ks)),
     ("an SD / SDXL LoRA", lambda ks: any(_is_lora(k) and any(m in k for m in _UNET_NAMES) for k in ks)),
