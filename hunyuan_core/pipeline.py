@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from .adapters import LoRA, apply_loras, load_lora
+from .adapters import IPAdapter, LoRA, apply_loras, load_lora
 from .controlnet import Control, check_control, check_controlnet, prepare_controls
 from .errors import InputError
 from .images import pil_to_tensor, tensor_to_pil
@@ -18,6 +18,7 @@ from .loaders import load_parts
 from .model.dit import HunyuanDiT
 from .model.text_encoder import DEFAULT_NEGATIVE_PROMPT, BilingualTextEncoder, TextEmbeddings
 from .model.vae import decode_latents, encode_images
+from .sampling.image_prompt import ImagePrompt
 from .sampling.loop import Progress
 from .sampling.sample import sample
 from .settings.validate import check_beta_end, check_finite, check_prompts, check_sampling, check_texts
@@ -129,8 +130,13 @@ class HunyuanDiTPipeline:
         progress: Progress | None = None,
         cancel=None,
         controlnets: Sequence[Control] = (),
+        ip_adapter: IPAdapter | None = None,
+        ip_image: Image.Image | list[Image.Image] | torch.Tensor | None = None,
+        ip_scale: float = 1.0,
     ) -> PipelineOutput:
         """Generate images. ``image`` (+ ``strength``) is img2img, ``mask`` (white = repaint) inpaints ``image``.
+        ``ip_adapter`` + ``ip_image`` (one image, or several whose embeddings are averaged) add an image prompt of
+        weight ``ip_scale``; the adapter is attached to this pipeline's DiT.
 
         ``negative_prompt`` None is the official negative prompt; any string, "" included, is encoded as given.
         ``seed`` None draws a random one; image i of a batch uses ``seed + i``. ``controlnets``
@@ -146,6 +152,12 @@ class HunyuanDiTPipeline:
         for control in controlnets:
             check_control(control)
             check_controlnet(control.controlnet, self.dit)
+        image_prompt = None
+        if (ip_adapter is None) != (ip_image is None):
+            raise InputError("an image prompt needs both ip_adapter (hy.load_ip_adapter) and ip_image")
+        if ip_adapter is not None:
+            image_prompt = ImagePrompt(ip_adapter.encode_image(ip_image), scale=ip_scale)
+            ip_adapter.attach(self.dit)
         positive = self.encode_prompt(prompt)
         neg = self.encode_prompt(negative_prompt, negative=True)
         if mask is not None and image is None:
@@ -162,6 +174,7 @@ class HunyuanDiTPipeline:
             guidance_rescale=guidance_rescale, sampler=sampler, seed=seed, batch_size=batch_size, latents=latents,
             init_latents=init, strength=strength if image is not None else 1.0, mask=mask_t,
             beta_end=beta_end or self.beta_end, progress=progress, cancel=cancel, controls=controls,
+            image_prompt=image_prompt,
         )
         with torch.no_grad():
             pixels = decode_latents(self.vae, lat.to(self.vae.device, self.vae.dtype), tiled=tiled_decode)

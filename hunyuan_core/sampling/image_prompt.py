@@ -1,0 +1,44 @@
+"""An image prompt for :func:`~hunyuan_core.sample`: the IP-Adapter's reference embedding, its scale and the
+part of the run it acts in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import InputError
+from ..settings.limits import MAX_IP_SCALE, TRAIN_TIMESTEPS
+from ..settings.validate import check_finite, check_float
+
+
+@dataclass
+class ImagePrompt:
+    """``embeds`` ``[1 or n, clip_dim]`` from ``ipa.encode_image`` (one for every image, or one per image), the
+    adapter's ``scale`` (the official ``i_scale``) and the fraction of the run it acts in: ``start``..``end`` as
+    ComfyUI's start/end percent (0 = the first, noisiest step, 1 = the end), counted on the 1000 trained timesteps
+    so that img2img and every sampler agree. The unconditional half of guidance gets a zero embedding, as the
+    official sampler gives it. The DiT needs an IP-Adapter attached (``ipa.attach(dit)``)."""
+
+    embeds: torch.Tensor
+    scale: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+
+    def rows(self, n: int, guided: bool) -> torch.Tensor:
+        """The embeddings for ``n`` images (zeros first when guided: the batch is [uncond; cond]), checked."""
+        check_float("ip scale", self.scale, 0.0, MAX_IP_SCALE)
+        check_float("ip start", self.start, 0.0, 1.0)
+        check_float("ip end", self.end, self.start, 1.0)
+        e = self.embeds
+        if not isinstance(e, torch.Tensor) or e.ndim != 2 or len(e) not in (1, n):
+            found = list(e.shape) if isinstance(e, torch.Tensor) else type(e).__name__
+            raise InputError(f"image prompt embeds must have shape [1, D] or [{n}, D] (one per image); got {found}")
+        check_finite("image prompt embeds", e)
+        e = e.expand(n, -1)
+        return torch.cat([torch.zeros_like(e), e]) if guided else e
+
+    def active(self, t: torch.Tensor) -> bool:
+        """Whether the adapter acts at timestep ``t``: between ``(1 - end)`` and ``(1 - start)`` of the schedule."""
+        last = TRAIN_TIMESTEPS - 1
+        return (1.0 - self.end) * last <= float(t) <= (1.0 - self.start) * last
