@@ -10,19 +10,38 @@ import pytest
 import torch
 from comfy_host import require_comfyui
 from comfy_host import run_node as call_node
-from comfy_models import ALL_IN_ONE, IMAGE_ENCODER, IP_ADAPTER, OFFICIAL_V11, tiny_models
+from comfy_models import (
+    ALL_IN_ONE,
+    CONTROLNET_CANNY,
+    IMAGE_ENCODER,
+    IP_ADAPTER,
+    LORA_PORCELAIN,
+    OFFICIAL_V11,
+    tiny_models,
+)
 
 require_comfyui()
 
-from hunyuan_core import HunyuanError, ImagePrompt, load_ip_adapter  # noqa: E402
+from hunyuan_core import (  # noqa: E402
+    Control,
+    HunyuanError,
+    ImagePrompt,
+    apply_loras,
+    load_controlnet,
+    load_ip_adapter,
+    load_lora,
+    prepare_controls,
+)
 from hunyuan_core.errors import InputError  # noqa: E402
 from hunyuan_core.loaders import load_parts  # noqa: E402
 from hunyuan_core.model.vae import SDXL_SCALING_FACTOR  # noqa: E402
 from hunyuan_core.sampling.sample import sample as core_sample  # noqa: E402
 from hunyuan_core.tiny import tiny_bert_vocab_path  # noqa: E402
 from nodes.conditioning import HunyuanDiTTextEncode  # noqa: E402
+from nodes.controlnet import CONSTANT, HunyuanDiTControlNetApply, HunyuanDiTControlNetLoader  # noqa: E402
 from nodes.ip_adapter import ONE_ADAPTER, HunyuanDiTIPAdapterApply, HunyuanDiTIPAdapterLoader  # noqa: E402
 from nodes.loaders import HunyuanDiTCheckpointLoader, HunyuanDiTModelLoader  # noqa: E402
+from nodes.lora import HunyuanDiTLoraLoader  # noqa: E402
 from nodes.sampling import CUSTOM, HunyuanDiTSampler  # noqa: E402
 
 PROMPT = "一只可爱的猫"
@@ -37,10 +56,10 @@ def reference(seed: int, height: int = 40, width: int = 56, batch: int = 1) -> t
     return torch.rand(batch, height, width, 3, generator=torch.Generator().manual_seed(seed))
 
 
-def loader_outputs():
-    (model, text_encoder, _vae, _info), _ui = call_node(HunyuanDiTCheckpointLoader, **LOADER)
+def loader_outputs(with_vae: bool = False):
+    (model, text_encoder, vae, _info), _ui = call_node(HunyuanDiTCheckpointLoader, **LOADER)
     (positive, negative), _ui = call_node(HunyuanDiTTextEncode, text_encoder=text_encoder, positive=PROMPT, negative="")
-    return model, (positive, negative)
+    return (model, (positive, negative), vae) if with_vae else (model, (positive, negative))
 
 
 def load_ipa():
@@ -61,21 +80,28 @@ def sample(model, conditioning) -> torch.Tensor:
     return latent["samples"]
 
 
-def core_latents(image: torch.Tensor | None, **prompt) -> torch.Tensor:
-    """The core alone: fresh loads of the same files, the adapter attached and the image encoded there; unscaled."""
+def core_latents(image: torch.Tensor | None, lora: float = 0.0, hint: torch.Tensor | None = None,
+                 **prompt) -> torch.Tensor:
+    """The core alone: fresh loads of the same files, the adapter attached and the image encoded there (with the
+    porcelain LoRA at strength ``lora`` merged, and the canny ControlNet on ``hint`` when given); unscaled."""
     models = tiny_models().models
     path = models / ALL_IN_ONE
     parts = load_parts(path, bert_vocab=tiny_bert_vocab_path(path.parent))
     positive, negative = (parts.text_encoder.encode([text]) for text in (PROMPT, ""))
-    image_prompt = None
+    image_prompt, controls = None, []
     with torch.inference_mode():
+        if lora:
+            apply_loras(parts.dit, [(load_lora(models / "loras" / LORA_PORCELAIN), lora)])
+        if hint is not None:
+            control = Control(load_controlnet(models / "controlnet" / CONTROLNET_CANNY), hint.permute(0, 3, 1, 2))
+            controls = prepare_controls([control], parts.vae, SETTINGS["width"], SETTINGS["height"])
         if image is not None:
             ipa = load_ip_adapter(models / "ipadapter" / IP_ADAPTER, image_encoder=models / "clip_vision" / IMAGE_ENCODER)
             ipa.attach(parts.dit)
             image_prompt = ImagePrompt(ipa.encode_image(image.permute(0, 3, 1, 2)), **prompt)
         scaled = core_sample(parts.dit, positive, negative, width=SETTINGS["width"], height=SETTINGS["height"],
                              steps=SETTINGS["steps"], guidance_scale=SETTINGS["cfg"], sampler=SETTINGS["sampler_name"],
-                             seed=SETTINGS["seed"], image_prompt=image_prompt)
+                             seed=SETTINGS["seed"], image_prompt=image_prompt, controls=controls)
     return scaled / SDXL_SCALING_FACTOR
 
 
@@ -135,3 +161,20 @@ def test_a_v11_dit_and_a_second_adapter_are_refused_in_one_line(ipa_host):
     with pytest.raises(InputError, match="already has an IP-Adapter image prompt"):
         apply(apply(model, ipa, reference(0)), ipa, reference(1))
     assert ONE_ADAPTER.count("\n") == 0
+
+
+def test_with_a_lora_and_a_controlnet_the_sampler_runs_all_three_like_the_core(ipa_host):
+    model, conditioning, vae = loader_outputs(with_vae=True)
+    (lora_model, _), _ui = call_node(HunyuanDiTLoraLoader, model=model, lora_name=LORA_PORCELAIN, strength=0.8)
+    (controlnet,), _ui = call_node(HunyuanDiTControlNetLoader, controlnet_name=CONTROLNET_CANNY, dtype="auto")
+    hint = reference(5, 64, 64)
+    (controlled,), _ui = call_node(HunyuanDiTControlNetApply, model=lora_model, controlnet=controlnet, image=hint,
+                                   vae=vae, strength=1.0, start_percent=0.0, end_percent=1.0, layer_schedule=CONSTANT,
+                                   layer_weights="", resize_mode="crop_and_resize")
+    image = reference(6)
+    everything = apply(controlled, load_ipa(), image, scale=0.8)
+    assert (len(everything.loras), len(everything.controls)) == (1, 1) and everything.image_prompt is not None
+
+    got = sample(everything, conditioning)
+    assert max_difference(got, core_latents(image, lora=0.8, hint=hint, scale=0.8)) <= 1e-5
+    assert max_difference(got, sample(controlled, conditioning)) > 0.01
