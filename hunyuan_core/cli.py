@@ -87,6 +87,26 @@ def lora_argument(text: str) -> tuple[str, float]:
     return text, 1.0
 
 
+def controls_from_args(args: argparse.Namespace, device, dtype) -> list:
+    """The ``--controlnet`` / ``--control-image`` / ``--control-strength`` triples, paired in order: every
+    ControlNet loaded (each file once) and every hint opened, so a bad file fails before the DiT loads."""
+    from .controlnet import Control, check_control, load_controlnet
+    from .errors import InputError
+    from .images import open_image
+
+    nets, images, strengths = args.controlnet, args.control_image, args.control_strength
+    if len(images) != len(nets) or len(strengths) not in (0, len(nets)):
+        raise InputError(f"give one --control-image per --controlnet (and no --control-strength or one per "
+                         f"--controlnet); got {len(nets)} --controlnet, {len(images)} --control-image, "
+                         f"{len(strengths)} --control-strength")
+    loaded = {path: load_controlnet(path, device=device, dtype=dtype) for path in dict.fromkeys(nets)}
+    controls = [Control(loaded[path], open_image(image), strength)
+                for path, image, strength in zip(nets, images, strengths or [1.0] * len(nets))]
+    for control in controls:
+        check_control(control)
+    return controls
+
+
 def _generate(args: argparse.Namespace) -> int:
     from .adapters import load_lora
     from .adapters.merge import check_strength
@@ -108,6 +128,7 @@ def _generate(args: argparse.Namespace) -> int:
     upscaler = load_upscaler(args.upscale, device=device) if args.upscale else None
     strengths = [check_strength(path, strength) for path, strength in args.lora]
     loras = [(load_lora(path), strength) for (path, _), strength in zip(args.lora, strengths)]
+    controls = controls_from_args(args, device, args.dtype)
     model = args.model
     tmp = None
     if model == "tiny":
@@ -120,7 +141,7 @@ def _generate(args: argparse.Namespace) -> int:
         pipe.set_loras(loras)
         out = pipe(args.prompt, negative_prompt=args.negative, width=args.width, height=args.height, steps=args.steps,
                    guidance_scale=args.cfg, seed=args.seed, sampler=args.sampler, batch_size=args.batch,
-                   guidance_rescale=args.guidance_rescale, progress=ProgressBar("sampling"))
+                   guidance_rescale=args.guidance_rescale, progress=ProgressBar("sampling"), controlnets=controls)
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -179,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--upscale", default=None, help="super-resolution model to apply to each image")
     g.add_argument("--lora", action="append", default=[], type=lora_argument, metavar="FILE[:STRENGTH]",
                    help="a Hunyuan-DiT LoRA (file or PEFT folder) at a strength (default 1.0); repeatable")
+    g.add_argument("--controlnet", action="append", default=[], metavar="FILE",
+                   help="a Hunyuan-DiT ControlNet (official .pt/.safetensors or diffusers); repeatable, paired in order "
+                        "with --control-image (and --control-strength)")
+    g.add_argument("--control-image", action="append", default=[], metavar="IMG",
+                   help="the hint image of the matching --controlnet (edges, depth, pose, ...)")
+    g.add_argument("--control-strength", action="append", default=[], type=float, metavar="S",
+                   help="strength of the matching --controlnet (default 1.0)")
     g.add_argument("--out", type=Path, default=Path("outputs"))
     g.add_argument("--overwrite", action="store_true", help="replace existing files instead of numbering new ones")
     g.set_defaults(func=_generate)
