@@ -456,7 +456,7 @@ def test_bad_arguments(dit, ipa, pipe, files):
         dit(**inputs(dit, b=1), image_embeds=unit(2, 16))
     with pytest.raises(InputError, match="no image encoder"):
         hy.load_ip_adapter(files[0]).encode_image(Image.new("RGB", (8, 8)))
-    with pytest.raises(InputError, match="both ip_adapter"):
+    with pytest.raises(InputError, match="ip_image needs ip_adapter"):
         run(pipe, ip_image=Image.new("RGB", (8, 8)))
     with pytest.raises(InputError, match="ip scale"):
         run(pipe, ip_adapter=ipa, ip_image=Image.new("RGB", (8, 8)), ip_scale=float("nan"))
@@ -471,3 +471,37 @@ def test_bad_arguments(dit, ipa, pipe, files):
     with pytest.raises(InputError, match="ip end"):
         hy.sample(pipe.dit, texts, None, width=64, height=64, steps=1, guidance_scale=1.0,
                   image_prompt=hy.ImagePrompt(torch.zeros(1, 16), start=0.6, end=0.2))
+
+
+# --- CLI ----------------------------------------------------------------------------------------------------
+
+def test_cli_generate_with_an_image_prompt_and_convert(files, tmp_path):
+    """``--model tiny`` builds the fixtures' tiny weights, so the tiny adapter fits it."""
+    from hunyuan_core.cli import main
+
+    ref = tmp_path / "ref.png"
+    Image.new("RGB", (50, 70), (250, 120, 0)).save(ref)
+    assert main(["convert-image-encoder", str(files[1]), str(tmp_path / "enc.safetensors")]) == 0
+    args = ["generate", "--model", "tiny", "--prompt", "猫", "--width", "64", "--height", "64", "--steps", "1"]
+    assert main(args + ["--out", str(tmp_path / "plain")]) == 0
+    assert main(args + ["--ip-adapter", str(files[0]), "--image-encoder", str(tmp_path / "enc.safetensors"),
+                        "--ip-image", str(ref), "--ip-image", str(ref), "--ip-scale", "2", "--out", str(tmp_path / "ip")]) == 0
+    plain, with_ip = (np.asarray(Image.open(next((tmp_path / d).glob("*.png"))), dtype=np.float32) for d in ("plain", "ip"))
+    assert np.abs(plain - with_ip).max() > 0
+
+
+def test_cli_checks_the_image_prompt_before_loading_the_model(files, tmp_path, capsys, monkeypatch):
+    from hunyuan_core import pipeline
+    from hunyuan_core.cli import main
+
+    monkeypatch.setattr(pipeline, "load_pipeline", lambda *a, **k: pytest.fail("the DiT was loaded"))
+    args = ["generate", "--model", "tiny", "--prompt", "猫", "--out", str(tmp_path), "--ip-adapter", str(files[0])]
+    assert main(args + ["--image-encoder", str(files[1])]) == 2
+    assert "needs --ip-adapter, --image-encoder and at least one --ip-image" in capsys.readouterr().err
+    assert main(args + ["--image-encoder", str(files[1]), "--ip-image", str(tmp_path / "none.png")]) == 2
+    assert "none.png" in capsys.readouterr().err
+    Image.new("RGB", (8, 8)).save(tmp_path / "r.png")
+    assert main(args + ["--image-encoder", str(files[1]), "--ip-image", str(tmp_path / "r.png"), "--ip-scale", "9"]) == 2
+    assert "ip scale must be a finite number in [0, 5], found 9.0" in capsys.readouterr().err
+    assert main(args + ["--image-encoder", str(files[0]), "--ip-image", str(tmp_path / "r.png")]) == 2
+    assert "not the IP-Adapter's CLIP image encoder (this looks like a Hunyuan-DiT IP-Adapter)" in capsys.readouterr().err
