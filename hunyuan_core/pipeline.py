@@ -133,10 +133,12 @@ class HunyuanDiTPipeline:
         ip_adapter: IPAdapter | None = None,
         ip_image: Image.Image | list[Image.Image] | torch.Tensor | None = None,
         ip_scale: float = 1.0,
+        image_prompt: ImagePrompt | None = None,
     ) -> PipelineOutput:
         """Generate images. ``image`` (+ ``strength``) is img2img, ``mask`` (white = repaint) inpaints ``image``.
         ``ip_adapter`` + ``ip_image`` (one image, or several whose embeddings are averaged) add an image prompt of
-        weight ``ip_scale``; the adapter is attached to this pipeline's DiT.
+        weight ``ip_scale``; the adapter is attached to this pipeline's DiT. ``image_prompt`` instead of ``ip_image``
+        passes ready embeddings (with their scale and start/end) for an adapter given or attached before.
 
         ``negative_prompt`` None is the official negative prompt; any string, "" included, is encoded as given.
         ``seed`` None draws a random one; image i of a batch uses ``seed + i``. ``controlnets``
@@ -152,11 +154,15 @@ class HunyuanDiTPipeline:
         for control in controlnets:
             check_control(control)
             check_controlnet(control.controlnet, self.dit)
-        image_prompt = None
-        if (ip_adapter is None) != (ip_image is None):
-            raise InputError("an image prompt needs both ip_adapter (hy.load_ip_adapter) and ip_image")
-        if ip_adapter is not None:
+        if ip_image is not None and (ip_adapter is None or image_prompt is not None):
+            raise InputError("ip_image needs ip_adapter (hy.load_ip_adapter), and replaces image_prompt")
+        if ip_adapter is not None and ip_image is None and image_prompt is None:
+            raise InputError("ip_adapter needs ip_image (or a ready image_prompt)")
+        if ip_image is not None:
             image_prompt = ImagePrompt(ip_adapter.encode_image(ip_image), scale=ip_scale)
+        if image_prompt is not None:
+            image_prompt.check()
+        if ip_adapter is not None:
             ip_adapter.attach(self.dit)
         positive = self.encode_prompt(prompt)
         neg = self.encode_prompt(negative_prompt, negative=True)
