@@ -93,6 +93,12 @@ class VAEHandle:
     vae: torch.nn.Module
 
 
+def check_percent_range(what: str, start_percent: float, end_percent: float) -> None:
+    """Refuse an Apply node's empty active range (the adapter would never act)."""
+    if start_percent >= end_percent:
+        raise InputError(f"{what}: start_percent ({start_percent}) must be below end_percent ({end_percent})")
+
+
 # --------------------------------------------------------------------------------- model pickers
 def model_choices(*folders: str) -> list[str]:
     """Picker entries ``"<folder>/<name>"`` for weight files in ``folders`` and model folders in ``hunyuan``."""

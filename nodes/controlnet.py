@@ -24,6 +24,7 @@ from ._common import (
     VAE,
     ModelHandle,
     VAEHandle,
+    check_percent_range,
     images_to_core,
     io,
     resolve_dtype,
@@ -143,8 +144,7 @@ class HunyuanDiTControlNetApply(io.ComfyNode):
                 strength: float, start_percent: float, end_percent: float, layer_schedule: str, layer_weights: str,
                 resize_mode: str) -> io.NodeOutput:
         check_controlnet(controlnet, model.dit)
-        if start_percent >= end_percent:
-            raise InputError(f"ControlNet: start_percent ({start_percent}) must be below end_percent ({end_percent})")
+        check_percent_range("ControlNet", start_percent, end_percent)
         weights = schedule_weights(layer_schedule, layer_weights, len(controlnet.blocks))
         control = Control(controlnet, images_to_core(image),
                           strength=strength if weights is None else [strength * w for w in weights],

@@ -23,6 +23,7 @@ from ._common import (
     LOADERS,
     MODEL,
     ModelHandle,
+    check_percent_range,
     images_to_core,
     io,
     on_compute_device,
@@ -115,8 +116,7 @@ class HunyuanDiTIPAdapterApply(io.ComfyNode):
                 start_percent: float, end_percent: float) -> io.NodeOutput:
         if model.image_prompt is not None:
             raise InputError(ONE_ADAPTER)
-        if start_percent >= end_percent:
-            raise InputError(f"IP-Adapter: start_percent ({start_percent}) must be below end_percent ({end_percent})")
+        check_percent_range("IP-Adapter", start_percent, end_percent)
         ip_adapter.check_fits(model.dit)
         with on_compute_device(ip_adapter.image_encoder.model, host.offload_device()):
             embeds = ip_adapter.encode_image(images_to_core(image)).to(host.intermediate_device())
