@@ -68,7 +68,7 @@ def main() -> None:
     texts = TextEmbeddings(torch.randn(1, cfg.text_len, cfg.text_dim, generator=gen),
                            torch.ones(1, cfg.text_len, dtype=torch.long),
                            torch.randn(1, cfg.t5_len, cfg.t5_dim, generator=gen),
-                           torch.ones(1, cfg.t5_len, dtype=torch.long))
+                           torch.ones(1, cfg.t5_len, dtype=torch.long), ["bench"])
     x = torch.randn(1, 4, h, w, generator=gen)
     t = torch.tensor(500.0)
     control = PreparedControl(cn, torch.randn(1, 4, h, w, generator=gen), torch.ones(len(cn.blocks)))

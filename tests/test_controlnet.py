@@ -124,6 +124,11 @@ def test_deepspeed_wrapped_pickle_and_wrong_files(tmp_path, tiny_official):
         hy.load_controlnet(tiny_official / "t2i" / "model" / "pytorch_model_ema.pt")
     with pytest.raises(hy.ModelFileError, match="not found"):
         hy.load_controlnet(tmp_path / "missing.pt")
+    with pytest.raises(hy.ModelFileError, match="this looks like a Hunyuan-DiT ControlNet"):
+        hy.load_dit(tmp_path / "wrapped.pt")  # and the other way round
+    diffusers_file = make_tiny_controlnet(tmp_path / "d.safetensors", "diffusers_file")
+    with pytest.raises(hy.ModelFileError, match="this looks like a Hunyuan-DiT ControlNet"):
+        hy.load_dit(diffusers_file)
 
 
 def test_wrong_release_is_refused_naming_both(tiny_official):
@@ -221,25 +226,22 @@ def test_per_layer_strengths_and_two_controlnets_sum(tiny_diffusers):
 
 
 def test_per_layer_list_scales_each_control(nets):
+    from hunyuan_core.controlnet.stack import ControlStack
+    from hunyuan_core.model.text_encoder import TextEmbeddings
+
     dit, _, _, (cn, _) = nets
     a = inputs(dit.config, 64, 64)
     cond = torch.randn(a["x"].shape, generator=torch.Generator().manual_seed(3))
-    text = text_kwargs(a)
-    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
-    from hunyuan_core.controlnet.control import _scales
-
-    scales = _scales(hy.Control(cn, image, strength=[0.0, 2.0]))
-    assert scales.tolist() == [0.0, 2.0]
+    texts = TextEmbeddings(a["encoder_hidden_states"], a["text_embedding_mask"], a["encoder_hidden_states_t5"],
+                           a["text_embedding_mask_t5"], ["a", "b"])
+    prepared = hy.PreparedControl(cn, cond, torch.tensor([0.0, 2.0]))
+    stack = ControlStack([prepared], dit, texts, a["image_meta_size"], a["style"], images=2, guided=False,
+                         latent_size=(8, 8))
     with torch.no_grad():
-        controls = cn(a["x"], a["t"], cond, **text)
-        zeroed = [torch.zeros_like(controls[0]), 2.0 * controls[1]]
-        muted = cn.after_proj_list[0].weight.clone(), cn.after_proj_list[0].bias.clone()
-        cn.after_proj_list[0].weight.zero_(), cn.after_proj_list[0].bias.zero_()
-        try:
-            by_weights = cn(a["x"], a["t"], cond, **text)
-        finally:
-            cn.after_proj_list[0].weight.copy_(muted[0]), cn.after_proj_list[0].bias.copy_(muted[1])
-    assert torch.equal(by_weights[0], zeroed[0]) and torch.allclose(2.0 * by_weights[1], zeroed[1])
+        scaled = stack(a["x"], a["t"], 0.0)
+        plain = cn(a["x"], a["t"], cond, **text_kwargs(a))
+    assert torch.equal(scaled[0], torch.zeros_like(plain[0])) and plain[0].abs().max() > 0.01
+    assert torch.allclose(scaled[1], 2.0 * plain[1], atol=1e-6)
 
 
 def test_decaying_strengths_are_the_official_schedule():

@@ -314,7 +314,7 @@ class HunyuanDiT(DiTFrontEnd):
             if i > cfg.depth // 2:
                 skip = skips.pop()
                 if controls is not None:
-                    skip = skip + controls[cfg.depth - 1 - i].to(skip.dtype)
+                    skip = skip + controls[cfg.depth - 1 - i].to(skip)
             x = block(x, c, context.kv[i], rope, skip, image_kv[i], t_scale, i_scale)
             if i < self.skip_count:
                 skips.append(x)
