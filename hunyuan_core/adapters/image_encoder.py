@@ -4,7 +4,7 @@
 Tencent ships the tower inside a 6.75 GB training checkpoint (``clip_img_encoder.pt``: ``state_dict`` with
 ``module.`` prefixes, the text tower and more). Only the ``visual.*`` tensors are read: a zip checkpoint is
 memory-mapped, so the rest is never loaded. :func:`convert_image_encoder` keeps those tensors under their
-official names in a ~1.3 GB ``.safetensors`` file (fp16), which :func:`load_image_encoder` reads as well.
+official names in a ~1.3 GB ``.safetensors`` file (fp16 by default), which :func:`load_image_encoder` reads as well.
 The tower takes 632 M parameters: 2.5 GB in float32 (the official precision), 1.3 GB in float16.
 Reference: reference/wave2/ipadapter.md §2.
 """
@@ -208,14 +208,15 @@ def load_image_encoder(source: str | os.PathLike | ImageEncoder | nn.Module, dev
     return build_image_encoder(read_image_encoder_weights(source), device, dtype, f"image encoder '{source}'")
 
 
-def convert_image_encoder(src: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Extract the visual tower of ``clip_img_encoder.pt`` into ``out`` (.safetensors, official names, fp16 as
-    shipped); the text tower and training state stay behind. Tensors stream from the memory-mapped checkpoint."""
+def convert_image_encoder(src: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False,
+                          dtype: torch.dtype = torch.float16) -> Path:
+    """Extract the visual tower of ``clip_img_encoder.pt`` into ``out`` (.safetensors, official names, stored in
+    ``dtype``); the text tower and training state stay behind, never read from the memory-mapped checkpoint."""
     out = Path(out)
     if out.suffix.lower() != ".safetensors":
         raise InputError(f"the extracted image encoder is written as .safetensors; got '{out.name}'")
     check_not_input(out, [src])
     visual = read_image_encoder_weights(src)
     vision_config(visual, f"image encoder '{src}'")  # refuse a tower that could not be built, before writing
-    save_safetensors(visual, out, overwrite=overwrite)
+    save_safetensors({k: v.to(dtype) for k, v in visual.items()}, out, overwrite=overwrite)
     return out

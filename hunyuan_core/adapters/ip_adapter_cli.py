@@ -11,6 +11,7 @@ import torch
 from ..errors import InputError
 from ..images import open_image
 from ..sampling.image_prompt import ImagePrompt, check_ip_scale
+from ..settings.devices import DTYPES
 from .ip_adapter import IPAdapter, load_ip_adapter
 
 
@@ -42,7 +43,7 @@ def image_prompt_from_args(args: argparse.Namespace, device: torch.device) -> tu
 def _convert(args: argparse.Namespace) -> int:
     from .image_encoder import convert_image_encoder
 
-    print(convert_image_encoder(args.src, args.out, overwrite=args.overwrite))
+    print(convert_image_encoder(args.src, args.out, overwrite=args.overwrite, dtype=DTYPES[args.dtype]))
     return 0
 
 
@@ -51,5 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="extract the IP-Adapter's image tower from clip_img_encoder.pt (6.75 GB -> 1.3 GB)")
     c.add_argument("src", type=Path, help="the official clip_img_encoder.pt")
     c.add_argument("out", type=Path, help="the .safetensors file to write (e.g. ComfyUI/models/clip_vision/...)")
+    c.add_argument("--dtype", default="fp16", choices=[n for n, d in DTYPES.items() if d is not None],
+                   help="stored precision (default fp16: 1.3 GB; the encoder runs in the precision it is loaded in)")
     c.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     c.set_defaults(func=_convert)
