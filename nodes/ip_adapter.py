@@ -101,11 +101,10 @@ class HunyuanDiTIPAdapterApply(io.ComfyNode):
                     "Weight of the image prompt (official i_scale: 1; 0 = off)."
                 )),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.001, tooltip=(
-                    "Where on the noise schedule the image prompt starts (0 = the first, noisiest step), counted "
-                    "on the 1000 trained timesteps so that img2img and every sampler agree."
+                    "Fraction of the steps after which the image prompt starts (0 = from the first step)."
                 )),
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.001, tooltip=(
-                    "Where on the noise schedule it stops (1 = the end)."
+                    "Fraction of the steps after which it stops (1 = to the last step)."
                 )),
             ],
             outputs=[MODEL.Output(display_name="model", tooltip="The DiT with this image prompt.")],
