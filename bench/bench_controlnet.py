@@ -4,7 +4,7 @@ pipeline step (``HunyuanDiT2DControlNetModel`` + ``HunyuanDiT2DModel`` as its lo
     python bench/bench_controlnet.py [--size 512] [--width 384] [--repeat 5] [--threads 2]
 
 The DiT is 40 blocks deep (so the ControlNet copies 19 of them, as the releases) at a mid-size width
-(``--width``, head size 64, MLP 4x; text widths as released), random weights (std 0.02), fp32; one image with
+(``--width``, head size 64, MLP 4x; text widths scaled with it), random weights (std 0.02), fp32; one image with
 classifier-free guidance (batch 2). A step is timed as the sampler calls it; best of ``--repeat``. Printed:
 ms per step for each, and the ratios (with/without: the ControlNet's extra cost; ours/diffusers). Nothing is asserted.
 """
@@ -60,7 +60,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from diffusers import HunyuanDiT2DControlNetModel, HunyuanDiT2DModel
 
-    cfg = DiTConfig(hidden_size=args.width, num_heads=args.width // 64, mlp_hidden=4 * args.width)
+    # text widths scaled down with the DiT, so the prompt part keeps its real share of a step (small at full size)
+    cfg = DiTConfig(hidden_size=args.width, num_heads=args.width // 64, mlp_hidden=4 * args.width,
+                    text_dim=args.width, t5_dim=2 * args.width, pooled_dim=args.width)
     dit = randomised(HunyuanDiT(cfg), 0)
     cn = randomised(ControlNet(cfg), 1)
     h = w = args.size // 8
