@@ -2,7 +2,7 @@
 
 Everything that is fixed for one run is set up once here: the text context (negatives first when guiding,
 projected and pooled by the DiT a single time), the size/style conditioning of the v1.0/v1.1 family, and the
-classifier-free guidance with its optional rescale. A sampler loop only sees ``denoiser(x, t)``.
+classifier-free guidance with its optional rescale. A sampler loop only sees ``denoiser(x, t, fraction)``.
 """
 
 from __future__ import annotations
@@ -61,12 +61,13 @@ class Denoiser:
             with torch.no_grad():
                 dit.image_context(self.image_embeds)  # checks the adapter is attached; computed once, then cached
 
-    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The (guided) prediction in float32 with ``x``'s channels (a learned-variance half is dropped)."""
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, fraction: float = 0.0) -> torch.Tensor:
+        """The (guided) prediction in float32 with ``x``'s channels (a learned-variance half is dropped) at a
+        step starting ``fraction`` into the run (whether the image prompt is active)."""
         model_in = torch.cat([x, x]) if self.guided else x
         t_in = t.expand(self.rows).to(device=self.dit.device, dtype=torch.float32)
         image = {}
-        if self.image_prompt is not None and self.image_prompt.active(t):
+        if self.image_prompt is not None and self.image_prompt.active_at(fraction):
             image = dict(image_embeds=self.image_embeds, i_scale=self.image_prompt.scale)
         with torch.no_grad():
             out = self.dit(model_in, t_in, context=self.context, **image)[:, : x.shape[1]].float()

@@ -33,7 +33,7 @@ def denoise(denoiser: Denoiser, schedulers: Schedulers, x: torch.Tensor, *, inpa
     for i, t in enumerate(schedulers.timesteps):
         if cancel is not None:
             cancel()
-        pred = denoiser(schedulers.scale_model_input(x, t), t)
+        pred = denoiser(schedulers.scale_model_input(x, t), t, i / total)
         x = schedulers.step(pred, t, x)
         if inpainting is not None:
             x = inpainting(x, i + 1)
