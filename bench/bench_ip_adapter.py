@@ -6,7 +6,8 @@
    8 image tokens from a 1024-d embedding), random weights, one guided step (2 rows) at ``--size`` px, the text
    context precomputed as the sampler does. Timed: the plain DiT, the DiT with the adapter attached and no image
    (must be the same), with an image (its keys/values cached, as on every step after the first) and the first
-   step that fills the cache. Best of ``--steps``; the ratios to the plain DiT are printed.
+   step that fills the cache. Best of ``--steps`` wall and CPU times, the four runs taking turns; the ratios to the
+   plain DiT are printed.
 2. Extraction: a random checkpoint of the official ``clip_img_encoder.pt`` shape is written to a temporary folder
    (``state_dict`` with ``module.`` names: the ViT-H/14 visual tower, 632 M parameters, and a RoBERTa-large-shaped
    text tower, 326 M, in ``--ckpt-dtype``); then, each in a fresh process, ``convert_image_encoder`` (fp16 out) and
@@ -18,6 +19,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import subprocess
 import sys
 import tempfile
@@ -62,46 +64,49 @@ def adapter_weights(cfg: DiTConfig, clip_dim: int = 1024, tokens: int = 8) -> di
     return {k: v.half() for k, v in sd.items()}  # as ipa.pt stores them
 
 
-def best(fn, repeat: int) -> float:
-    times = []
+def interleaved(runs: dict[str, callable], repeat: int) -> dict[str, tuple[float, float]]:
+    """Best (wall, CPU) seconds of each run, the runs taking turns so that a busy machine slows them alike."""
+    best: dict[str, tuple[float, float]] = {name: (float("inf"), float("inf")) for name in runs}
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for name, fn in runs.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            fn()
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
+    return best
 
 
 def bench_step(size: int, repeat: int) -> None:
     torch.manual_seed(0)
-    dit = _random_(HunyuanDiT(MID)).eval()
     cfg, rows, lat = MID, 2, size // 8
+    plain_dit = _random_(HunyuanDiT(MID)).eval()
+    dit = copy.deepcopy(plain_dit)
+    IPAdapter(adapter_weights(cfg)).attach(dit)
     x, t = torch.randn(rows, 4, lat, lat), torch.tensor([500.0] * rows)
+    emb = torch.nn.functional.normalize(torch.randn(rows, 1024), dim=-1)
+    emb[0] = 0  # the guided batch: zero embedding for the unconditional row
     with torch.no_grad():
-        context = dit.text_context(torch.randn(rows, cfg.text_len, cfg.text_dim), torch.ones(rows, cfg.text_len),
-                                   torch.randn(rows, cfg.t5_len, cfg.t5_dim), torch.ones(rows, cfg.t5_len))
-        plain_out = dit(x, t, context=context)
-        plain = best(lambda: dit(x, t, context=context), repeat)
-        IPAdapter(adapter_weights(cfg)).attach(dit)
-        attached_out = dit(x, t, context=context)
-        attached = best(lambda: dit(x, t, context=context), repeat)
-        emb = torch.nn.functional.normalize(torch.randn(rows, 1024), dim=-1)
-        emb[0] = 0  # the guided batch: zero embedding for the unconditional row
-        dit(x, t, context=context, image_embeds=emb)
-        cached = best(lambda: dit(x, t, context=context, image_embeds=emb), repeat)
+        context = plain_dit.text_context(torch.randn(rows, cfg.text_len, cfg.text_dim), torch.ones(rows, cfg.text_len),
+                                         torch.randn(rows, cfg.t5_len, cfg.t5_dim), torch.ones(rows, cfg.t5_len))
+        same = torch.equal(plain_dit(x, t, context=context), dit(x, t, context=context))
 
         def first_step():
             dit._image_cache = None
             dit(x, t, context=context, image_embeds=emb)
 
-        first = best(first_step, repeat)
+        times = interleaved({
+            "plain DiT": lambda: plain_dit(x, t, context=context),
+            "adapter attached, no image": lambda: dit(x, t, context=context),
+            "with image, keys cached": lambda: dit(x, t, context=context, image_embeds=emb),
+            "first step (fills cache)": first_step,
+        }, repeat)
     tokens = (lat // cfg.patch_size) ** 2
     print(f"per step, mid-size DiT ({cfg.depth} blocks, width {cfg.hidden_size}), {size}x{size} px ({tokens} tokens), "
-          f"{rows} rows, CPU, {torch.get_num_threads()} threads, best of {repeat}:")
-    print(f"  plain DiT                  {plain * 1e3:8.1f} ms")
-    print(f"  adapter attached, no image {attached * 1e3:8.1f} ms  x{attached / plain:.3f}  "
-          f"(output identical: {torch.equal(plain_out, attached_out)})")
-    print(f"  with image, keys cached    {cached * 1e3:8.1f} ms  x{cached / plain:.3f}")
-    print(f"  first step (fills cache)   {first * 1e3:8.1f} ms  x{first / plain:.3f}")
+          f"{rows} rows, CPU, {torch.get_num_threads()} threads, best of {repeat} interleaved "
+          f"(attached without image gives the plain output: {same}):")
+    base_wall, base_cpu = times["plain DiT"]
+    for name, (wall, cpu) in times.items():
+        print(f"  {name:27s} wall {wall * 1e3:8.1f} ms x{wall / base_wall:.3f}   CPU {cpu * 1e3:8.1f} ms x{cpu / base_cpu:.3f}")
 
 
 def _rss_peak_mb() -> float:

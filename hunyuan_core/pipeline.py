@@ -158,12 +158,12 @@ class HunyuanDiTPipeline:
             raise InputError("ip_image needs ip_adapter (hy.load_ip_adapter), and replaces image_prompt")
         if ip_adapter is not None and ip_image is None and image_prompt is None:
             raise InputError("ip_adapter needs ip_image (or a ready image_prompt)")
+        if ip_adapter is not None:
+            ip_adapter.attach(self.dit)  # refuses a DiT it does not fit before the image encoder runs
         if ip_image is not None:
             image_prompt = ImagePrompt(ip_adapter.encode_image(ip_image), scale=ip_scale)
         if image_prompt is not None:
             image_prompt.check()
-        if ip_adapter is not None:
-            ip_adapter.attach(self.dit)
         positive = self.encode_prompt(prompt)
         neg = self.encode_prompt(negative_prompt, negative=True)
         if mask is not None and image is None:

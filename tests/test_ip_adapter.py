@@ -254,9 +254,9 @@ def test_sample_negative_is_a_zero_embedding_and_the_window_counts(pipe, ipa, mo
     assert torch.equal(rows[1], emb[0])
     seen.clear()
     plain = hy.sample(pipe.dit, texts, neg, **common)
-    # ddpm with 4 steps runs t = 751, 501, 251, 1: start 0.3 leaves the first step out, end 0.8 the last one
+    # 4 steps start at fractions 0, 0.25, 0.5, 0.75: start 0.25 leaves the first out, end 0.75 the last one
     seen.clear()
-    windowed = hy.sample(pipe.dit, texts, neg, **common, image_prompt=hy.ImagePrompt(emb, 0.8, start=0.3, end=0.8))
+    windowed = hy.sample(pipe.dit, texts, neg, **common, image_prompt=hy.ImagePrompt(emb, 0.8, start=0.25, end=0.75))
     assert [e is not None for e in seen] == [False, True, True, False]
     never = hy.sample(pipe.dit, texts, neg, **common, image_prompt=hy.ImagePrompt(emb, 0.8, start=0.0, end=0.0))
     zero = hy.sample(pipe.dit, texts, neg, **common, image_prompt=hy.ImagePrompt(emb, 0.0))

@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,9 @@ from ..formats.writing import save_safetensors
 from ..images import pil_to_tensor
 from ..model.materialise import build_with_weights, materialise_buffers
 from ..outputs import check_not_input
+
+if TYPE_CHECKING:
+    from transformers import CLIPVisionConfig
 
 # OpenAI CLIP's normalisation, which the official pipeline and training use.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -75,7 +79,7 @@ def read_image_encoder_weights(path: str | os.PathLike) -> StateDict:
                           f"{what} '{path}'")
 
 
-def vision_config(visual: Mapping[str, torch.Tensor], where: str = "image encoder"):
+def vision_config(visual: Mapping[str, torch.Tensor], where: str = "image encoder") -> CLIPVisionConfig:
     """A ``CLIPVisionConfig`` read off the tower's shapes (ViT-H/14: 1280 wide, 32 layers, 16 heads, patch 14,
     224 px, projection 1024, quick GELU, LayerNorm eps 1e-5 as ``nn.LayerNorm``'s default)."""
     from transformers import CLIPVisionConfig

@@ -129,6 +129,8 @@ class DiTFrontEnd(nn.Module):
 
     blocks: nn.ModuleList  # set by the subclass: the blocks whose cross-attention keys/values the context holds
 
+    weights_file = None  # set by the loaders: the file the weights came from (formats.dit_source.DiTWeightsFile)
+
     def __init__(self, config: DiTConfig):
         super().__init__()
         cfg = self.config = config

@@ -71,12 +71,12 @@ class Denoiser:
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, fraction: float = 0.0) -> torch.Tensor:
         """The (guided) prediction in float32 with ``x``'s channels (a learned-variance half is dropped) at a
-        step starting ``fraction`` into the run (which ControlNets are active)."""
+        step starting ``fraction`` into the run (which ControlNets are active, whether the image prompt is)."""
         model_in = torch.cat([x, x]) if self.guided else x
         t_in = t.expand(self.rows).to(device=self.dit.device, dtype=torch.float32)
         controls = self.controls(model_in, t_in, fraction) if self.controls else None
         image = {}
-        if self.image_prompt is not None and self.image_prompt.active(t):
+        if self.image_prompt is not None and self.image_prompt.active_at(fraction):
             image = dict(image_embeds=self.image_embeds, i_scale=self.image_prompt.scale)
         with torch.no_grad():
             out = self.dit(model_in, t_in, context=self.context, controls=controls, **image)[:, : x.shape[1]].float()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InputError
-from ..settings.limits import MAX_IP_SCALE, TRAIN_TIMESTEPS
+from ..settings.limits import MAX_IP_SCALE
 from ..settings.validate import check_finite, check_float
 
 
@@ -20,10 +20,10 @@ def check_ip_scale(scale: object) -> float:
 @dataclass
 class ImagePrompt:
     """``embeds`` ``[1 or n, clip_dim]`` from ``ipa.encode_image`` (one for every image, or one per image), the
-    adapter's ``scale`` (the official ``i_scale``) and the fraction of the run it acts in: ``start``..``end`` as
-    ComfyUI's start/end percent (0 = the first, noisiest step, 1 = the end), counted on the 1000 trained timesteps
-    so that img2img and every sampler agree. The unconditional half of guidance gets a zero embedding, as the
-    official sampler gives it. The DiT needs an IP-Adapter attached (``ipa.attach(dit)``)."""
+    adapter's ``scale`` (the official ``i_scale``) and the fraction of the sampling steps it acts in (a step
+    starting ``fraction`` into the run is active when ``start <= fraction < end``, as for ControlNets). The
+    unconditional half of guidance gets a zero embedding, as the official sampler gives it. The DiT needs an
+    IP-Adapter attached (``ipa.attach(dit)``)."""
 
     embeds: torch.Tensor
     scale: float = 1.0
@@ -51,7 +51,6 @@ class ImagePrompt:
         e = e.expand(n, -1)
         return torch.cat([torch.zeros_like(e), e]) if guided else e
 
-    def active(self, t: torch.Tensor) -> bool:
-        """Whether the adapter acts at timestep ``t``: between ``(1 - end)`` and ``(1 - start)`` of the schedule."""
-        last = TRAIN_TIMESTEPS - 1
-        return (1.0 - self.end) * last <= float(t) <= (1.0 - self.start) * last
+    def active_at(self, fraction: float) -> bool:
+        """Whether the adapter acts at a step starting ``fraction`` (0 = the first step) into the run."""
+        return self.start <= fraction < self.end
