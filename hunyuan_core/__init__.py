@@ -5,12 +5,13 @@
     image = pipe("一只戴着墨镜的柴犬", seed=42).images[0]
 """
 
-from .adapters import LoRA, apply_loras, load_lora
+from .adapters import IPAdapter, LoRA, apply_loras, convert_image_encoder, load_ip_adapter, load_lora
 from .controlnet import Control, ControlNet, PreparedControl, check_controlnet, load_controlnet, prepare_controls
 from .errors import HunyuanError, InputError, ModelFileError, NumericsError, OutputError
 from .loaders import load_dit, load_parts, load_text_encoder, load_vae
 from .pipeline import HunyuanDiTPipeline, PipelineOutput, load_pipeline
 from .rewriter import load_rewriter
+from .sampling.image_prompt import ImagePrompt
 from .sampling.sample import sample
 from .sampling.schedulers import SAMPLERS
 from .settings.sizes import PRESETS
@@ -18,8 +19,8 @@ from .upscaler import Upscaler, load_upscaler, upscale_images
 
 __all__ = [
     "Control", "ControlNet", "PreparedControl", "check_controlnet", "load_controlnet", "prepare_controls",
-    "HunyuanDiTPipeline", "HunyuanError", "InputError", "LoRA", "ModelFileError", "NumericsError", "OutputError", "PRESETS",
+    "HunyuanDiTPipeline", "HunyuanError", "IPAdapter", "ImagePrompt", "InputError", "LoRA", "ModelFileError", "NumericsError", "OutputError", "PRESETS",
     "PipelineOutput", "SAMPLERS",
-    "Upscaler", "apply_loras", "load_dit", "load_lora", "load_parts", "load_pipeline", "load_rewriter", "load_text_encoder", "load_upscaler", "load_vae",
+    "Upscaler", "apply_loras", "convert_image_encoder", "load_dit", "load_ip_adapter", "load_lora", "load_parts", "load_pipeline", "load_rewriter", "load_text_encoder", "load_upscaler", "load_vae",
     "sample", "upscale_images",
 ]

@@ -109,6 +109,7 @@ def controls_from_args(args: argparse.Namespace, device, dtype) -> list:
 
 def _generate(args: argparse.Namespace) -> int:
     from .adapters import load_lora
+    from .adapters.ip_adapter_cli import image_prompt_from_args
     from .adapters.merge import check_strength
     from .pipeline import load_pipeline
     from .settings.devices import resolve_device
@@ -122,13 +123,15 @@ def _generate(args: argparse.Namespace) -> int:
         seed=args.seed, batch_size=args.batch, beta_end=args.beta_end,
     )
     # The rest that can fail is checked before the DiT loads too, so a long run never ends with nothing saved:
-    # the output folder, the --upscale model and the --lora files (small: loading them is the full check).
+    # the output folder, the --upscale model, the --lora files (small: loading them is the full check) and the
+    # image prompt (the reference images encoded, the image encoder released again).
     check_writable_dir(args.out)
     device = resolve_device(args.device)  # once, for the DiT and the upscaler alike
     upscaler = load_upscaler(args.upscale, device=device) if args.upscale else None
     strengths = [check_strength(path, strength) for path, strength in args.lora]
     loras = [(load_lora(path), strength) for (path, _), strength in zip(args.lora, strengths)]
     controls = controls_from_args(args, device, args.dtype)
+    ip_adapter, image_prompt = image_prompt_from_args(args, device)
     model = args.model
     tmp = None
     if model == "tiny":
@@ -141,7 +144,8 @@ def _generate(args: argparse.Namespace) -> int:
         pipe.set_loras(loras)
         out = pipe(args.prompt, negative_prompt=args.negative, width=args.width, height=args.height, steps=args.steps,
                    guidance_scale=args.cfg, seed=args.seed, sampler=args.sampler, batch_size=args.batch,
-                   guidance_rescale=args.guidance_rescale, progress=ProgressBar("sampling"), controlnets=controls)
+                   guidance_rescale=args.guidance_rescale, progress=ProgressBar("sampling"), controlnets=controls,
+                   ip_adapter=ip_adapter, image_prompt=image_prompt)
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -174,6 +178,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .adapters.ip_adapter_cli import add_generate_arguments as add_ip_adapter_arguments
     from .model.fp8 import WEIGHT_DTYPES
     from .sampling.schedulers import SAMPLERS
     from .settings.devices import DTYPES
@@ -212,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the hint image of the matching --controlnet (edges, depth, pose, ...)")
     g.add_argument("--control-strength", action="append", default=[], type=float, metavar="S",
                    help="strength of the matching --controlnet (default 1.0)")
+    add_ip_adapter_arguments(g)
     g.add_argument("--out", type=Path, default=Path("outputs"))
     g.add_argument("--overwrite", action="store_true", help="replace existing files instead of numbering new ones")
     g.set_defaults(func=_generate)
@@ -234,11 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--overwrite", action="store_true", help="replace files already at --out")
     c.set_defaults(func=_convert)
 
+    from .adapters.ip_adapter_cli import add_parser as add_convert_image_encoder
     from .rewriter.cli import add_parser as add_chat
     from .upscaler.cli import add_parser as add_upscale
 
     add_upscale(sub)
     add_chat(sub)
+    add_convert_image_encoder(sub)
     return parser
 
 

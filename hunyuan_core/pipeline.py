@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from .adapters import LoRA, apply_loras, load_lora
+from .adapters import IPAdapter, LoRA, apply_loras, load_lora
 from .controlnet import Control, check_control, check_controlnet, prepare_controls
 from .errors import InputError
 from .images import pil_to_tensor, tensor_to_pil
@@ -21,6 +21,7 @@ from .model.text_encoder import DEFAULT_NEGATIVE_PROMPT, BilingualTextEncoder, T
 from .model.vae import decode_latents, decode_needs_tiles, encode_images
 from .offload import CPU, weight_device
 from .placement import Placement, resolve_devices
+from .sampling.image_prompt import ImagePrompt
 from .sampling.loop import Progress
 from .sampling.sample import sample
 from .settings.devices import resolve_dtype
@@ -153,8 +154,15 @@ class HunyuanDiTPipeline:
         progress: Progress | None = None,
         cancel=None,
         controlnets: Sequence[Control] = (),
+        ip_adapter: IPAdapter | None = None,
+        ip_image: Image.Image | list[Image.Image] | torch.Tensor | None = None,
+        ip_scale: float = 1.0,
+        image_prompt: ImagePrompt | None = None,
     ) -> PipelineOutput:
         """Generate images. ``image`` (+ ``strength``) is img2img, ``mask`` (white = repaint) inpaints ``image``.
+        ``ip_adapter`` + ``ip_image`` (one image, or several whose embeddings are averaged) add an image prompt of
+        weight ``ip_scale``; the adapter is attached to this pipeline's DiT. ``image_prompt`` instead of ``ip_image``
+        passes ready embeddings (with their scale and start/end) for an adapter given or attached before.
 
         ``negative_prompt`` None is the official negative prompt; any string, "" included, is encoded as given.
         ``seed`` None draws a random one; image i of a batch uses ``seed + i``. ``tiled_decode`` None decodes
@@ -171,6 +179,16 @@ class HunyuanDiTPipeline:
         for control in controlnets:
             check_control(control)
             check_controlnet(control.controlnet, self.dit)
+        if ip_image is not None and (ip_adapter is None or image_prompt is not None):
+            raise InputError("ip_image needs ip_adapter (hy.load_ip_adapter), and replaces image_prompt")
+        if ip_adapter is not None and ip_image is None and image_prompt is None:
+            raise InputError("ip_adapter needs ip_image (or a ready image_prompt)")
+        if ip_adapter is not None:
+            ip_adapter.attach(self.dit)  # refuses a DiT it does not fit before the image encoder runs
+        if ip_image is not None:
+            image_prompt = ImagePrompt(ip_adapter.encode_image(ip_image), scale=ip_scale)
+        if image_prompt is not None:
+            image_prompt.check()
         if mask is not None and image is None:
             raise InputError("a mask needs the image to inpaint: pass image= as well")
         with self.placement.visit("text_encoder"):
@@ -190,6 +208,7 @@ class HunyuanDiTPipeline:
                 guidance_rescale=guidance_rescale, sampler=sampler, seed=seed, batch_size=batch_size, latents=latents,
                 init_latents=init, strength=strength if image is not None else 1.0, mask=mask_t,
                 beta_end=beta_end or self.beta_end, progress=progress, cancel=cancel, controls=controls,
+                image_prompt=image_prompt,
             )
         with self.placement.visit("vae"), torch.no_grad():
             z = lat.to(self.vae.device, self.vae.dtype)

@@ -197,3 +197,73 @@ def make_tiny_controlnet(dest: str | os.PathLike, layout: str = "official", vers
     """Write :func:`tiny_controlnet` at ``dest`` in a ControlNet layout (``official`` .pt, ``safetensors``,
     ``diffusers`` folder, ``diffusers_file``) and return the path to load with ``hy.load_controlnet``."""
     return save_controlnet(tiny_controlnet(version, seed), dest, layout, overwrite)
+# IP-Adapter for TINY_DIT (8 image tokens as the release, from a 16-d embedding) and its image encoder: a CLIP ViT
+# tower at the real 224 px / patch 14 / 80-wide heads, 160 wide (2 heads), 2 layers, projecting to 16.
+TINY_IP_ADAPTER = dict(clip_dim=16, tokens=8)
+TINY_IMAGE_ENCODER = dict(width=160, layers=2, patch=14, image_size=224)
+
+
+def tiny_image_encoder_weights(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Seeded random ``visual.*`` weights in the official (Chinese-CLIP / OpenAI CLIP) names, fp16-exact."""
+    w, p, size = TINY_IMAGE_ENCODER["width"], TINY_IMAGE_ENCODER["patch"], TINY_IMAGE_ENCODER["image_size"]
+    gen = torch.Generator().manual_seed(seed + 7)
+
+    def rand(*shape: int, scale: float = 0.05, offset: float = 0.0) -> torch.Tensor:
+        return offset + scale * torch.randn(shape, generator=gen)
+
+    sd = {
+        "conv1.weight": rand(w, 3, p, p), "class_embedding": rand(w, scale=0.5),
+        "positional_embedding": rand((size // p) ** 2 + 1, w, scale=0.5),
+        "ln_pre.weight": rand(w, offset=1.0), "ln_pre.bias": rand(w),
+        "ln_post.weight": rand(w, offset=1.0), "ln_post.bias": rand(w),
+        "proj": rand(w, TINY_IP_ADAPTER["clip_dim"], scale=0.1),
+    }
+    for i in range(TINY_IMAGE_ENCODER["layers"]):
+        b = f"transformer.resblocks.{i}."
+        sd.update({
+            b + "attn.in_proj_weight": rand(3 * w, w), b + "attn.in_proj_bias": rand(3 * w),
+            b + "attn.out_proj.weight": rand(w, w), b + "attn.out_proj.bias": rand(w),
+            b + "ln_1.weight": rand(w, offset=1.0), b + "ln_1.bias": rand(w),
+            b + "ln_2.weight": rand(w, offset=1.0), b + "ln_2.bias": rand(w),
+            b + "mlp.c_fc.weight": rand(4 * w, w), b + "mlp.c_fc.bias": rand(4 * w),
+            b + "mlp.c_proj.weight": rand(w, 4 * w), b + "mlp.c_proj.bias": rand(w),
+        })
+    return _fp16_exact({f"visual.{k}": v for k, v in sd.items()})
+
+
+def tiny_ip_adapter_weights(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Seeded random IP-Adapter weights (the official keys of ``ipa.pt``) that fit the tiny v1.2 DiT, fp16-exact."""
+    d, w, heads = TINY_DIT["text_dim"], TINY_DIT["hidden_size"], TINY_DIT["num_heads"]
+    clip_dim, tokens = TINY_IP_ADAPTER["clip_dim"], TINY_IP_ADAPTER["tokens"]
+    gen = torch.Generator().manual_seed(seed + 11)
+
+    def rand(*shape: int, scale: float = 0.2, offset: float = 0.0) -> torch.Tensor:
+        return offset + scale * torch.randn(shape, generator=gen)
+
+    sd = {"ip_adapter_clip_len_trans_block.weight": rand(tokens * d, clip_dim, scale=clip_dim ** -0.5),
+          "ip_adapter_clip_len_trans_block.bias": rand(tokens * d),
+          "ip_adapter_img_norm_cond.weight": rand(d, offset=1.0), "ip_adapter_img_norm_cond.bias": rand(d)}
+    for i in range(TINY_DIT["depth"]):
+        b = f"blocks.{i}.attn2."
+        sd.update({b + "kv_proj_ip_adapter.weight": rand(2 * w, d), b + "kv_proj_ip_adapter.bias": rand(2 * w),
+                   b + "k_norm_ip_adapter.weight": rand(w // heads, offset=1.0),
+                   b + "k_norm_ip_adapter.bias": rand(w // heads)})
+    return _fp16_exact(sd)
+
+
+def make_tiny_ip_adapter(dest: str | os.PathLike, seed: int = 0, overwrite: bool = False) -> tuple[Path, Path]:
+    """Write a tiny ``ipa.pt`` (fp16, as released) and a tiny ``clip_img_encoder.pt`` in the official training
+    checkpoint form (``state_dict`` with ``module.`` prefixes, a stand-in text tower, ``epoch``/``step``) into
+    ``dest``; returns both paths. They fit the tiny v1.2 model of :func:`make_tiny`."""
+    from .formats.writing import save_pickle
+
+    dest = Path(dest)
+    ipa, encoder = dest / "ipa.pt", dest / "clip_img_encoder.pt"
+    save_pickle({k: v.half() for k, v in tiny_ip_adapter_weights(seed).items()}, ipa, overwrite)
+    gen = torch.Generator().manual_seed(seed + 13)
+    text_tower = {"bert.embeddings.word_embeddings.weight": torch.randn(40, 16, generator=gen),
+                  "text_projection": torch.randn(16, TINY_IP_ADAPTER["clip_dim"], generator=gen),
+                  "logit_scale": torch.tensor(4.6)}
+    weights = {f"module.{k}": v for k, v in {**tiny_image_encoder_weights(seed), **text_tower}.items()}
+    save_pickle({"state_dict": weights, "epoch": 3, "step": 1200}, encoder, overwrite)
+    return ipa, encoder

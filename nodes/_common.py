@@ -21,7 +21,7 @@ from comfy_api.v0_0_2 import (
     io,  # the pinned V3 node API (ComfyUI >= requires-comfyui in pyproject.toml)
 )
 
-from hunyuan_core.adapters import LoRA
+from hunyuan_core import Control, ImagePrompt, IPAdapter, LoRA
 from hunyuan_core.errors import InputError
 from hunyuan_core.model.vae import SDXL_SCALING_FACTOR
 from hunyuan_core.offload import visiting
@@ -55,18 +55,25 @@ host.register_model_folder(HUNYUAN_FOLDER, "hunyuan")
 
 # A handle's LoRAs: ``(lora, strength)`` pairs, in the order the LoRA nodes were chained.
 LoRAs = tuple[tuple[LoRA, float], ...]
+# A handle's ControlNets: ``(control, vae)`` pairs, the VAE that encodes the control's hint at the sampler's size.
+Controls = tuple[tuple[Control, torch.nn.Module], ...]
 
 
 @dataclass(frozen=True)
 class ModelHandle:
-    """HYDIT_MODEL: the DiT (its release is ``dit.config.version``) and the LoRAs to merge into it.
+    """HYDIT_MODEL: the DiT (its release is ``dit.config.version``), the LoRAs to merge into it, the ControlNets
+    to run beside it and the IP-Adapter image prompt to give it.
 
-    Immutable, because ComfyUI caches node outputs and hands one output to every branch of a graph: a LoRA
-    node returns a new handle with one more LoRA, never touching the DiT; the sampler merges the handle's
-    LoRAs (``apply_loras``) right before it uses the DiT, so every branch runs with its own set."""
+    Immutable, because ComfyUI caches node outputs and hands one output to every branch of a graph: a LoRA or
+    Apply node returns a new handle with one more item, never touching the DiT; the sampler merges the handle's
+    LoRAs (``apply_loras``) right before it uses the DiT and passes its controls and image prompt to ``sample``,
+    so every branch runs with its own set."""
 
     dit: torch.nn.Module
     loras: LoRAs = ()
+    controls: Controls = ()
+    ip_adapter: IPAdapter | None = None
+    image_prompt: ImagePrompt | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,12 @@ class VAEHandle:
     """HYDIT_VAE: an SDXL-architecture ``AutoencoderKL``."""
 
     vae: torch.nn.Module
+
+
+def check_percent_range(what: str, start_percent: float, end_percent: float) -> None:
+    """Refuse an Apply node's empty active range (the adapter would never act)."""
+    if start_percent >= end_percent:
+        raise InputError(f"{what}: start_percent ({start_percent}) must be below end_percent ({end_percent})")
 
 
 # --------------------------------------------------------------------------------- model pickers

@@ -1,10 +1,13 @@
-"""The sampler node: text-to-image, img2img (LATENT + denoise) and inpainting (MASK), on ComfyUI's LATENT."""
+"""The sampler node: text-to-image, img2img (LATENT + denoise) and inpainting (MASK), on ComfyUI's LATENT, with the
+model handle's LoRAs, ControlNets and IP-Adapter image prompt."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import torch
 
-from hunyuan_core.adapters import apply_loras
+from hunyuan_core import PreparedControl, apply_loras, prepare_controls
 from hunyuan_core.errors import InputError, NumericsError
 from hunyuan_core.images import mask_batch
 from hunyuan_core.model.text_encoder import TextEmbeddings
@@ -33,6 +36,15 @@ RESOLUTIONS = {preset_label(w, h): (w, h) for w, h in PRESETS}
 def resolution_choices() -> list[str]:
     """The resolution picker: the 10 official sizes, then the custom entry."""
     return [*RESOLUTIONS, CUSTOM]
+
+
+def prepared_controls(model: ModelHandle, width: int, height: int) -> list[PreparedControl]:
+    """The handle's ControlNet hints fitted to ``width`` x ``height`` and encoded by their VAEs (each once)."""
+    prepared = []
+    for control, vae in model.controls:
+        with on_compute_device(vae, host.offload_device()):
+            prepared += prepare_controls([control], vae, width, height)
+    return prepared
 
 
 class HunyuanDiTSampler(io.ComfyNode):
@@ -147,14 +159,20 @@ class HunyuanDiTSampler(io.ComfyNode):
         # This branch's LoRAs, merged from the base weights where the DiT rests (a no-op when the last run
         # used the same set; none restores the base exactly): other branches share the DiT.
         apply_loras(model.dit, list(model.loras))
-        # ComfyUI cannot evict a model it does not manage, so the DiT leaves the GPU after every run except
-        # in --highvram/--gpu-only, where ComfyUI's own offload device is the GPU.
+        if model.ip_adapter is not None:
+            model.ip_adapter.attach(model.dit)
+        controls = prepared_controls(model, width, height)
+        # ComfyUI cannot evict a model it does not manage, so the DiT (and its ControlNets) leave the GPU after
+        # every run except in --highvram/--gpu-only, where ComfyUI's own offload device is the GPU.
         try:
-            with on_compute_device(model.dit, host.offload_device()):
+            with ExitStack() as visits:
+                for module in (model.dit, *{id(c.controlnet): c.controlnet for c, _vae in model.controls}.values()):
+                    visits.enter_context(on_compute_device(module, host.offload_device()))
                 scaled = sample_latents(
                     model.dit, positive, negative, width=width, height=height, steps=steps, guidance_scale=cfg,
                     guidance_rescale=guidance_rescale, sampler=sampler_name, seed=seed, batch_size=batch_size,
                     init_latents=init, strength=denoise if init is not None else 1.0, mask=mask,
+                    controls=controls, image_prompt=model.image_prompt,
                     progress=host.progress_callback(steps), cancel=host.cancel_callback(),
                 )
         except NumericsError as exc:  # on the node itself, then as the node's error: never a silent black image

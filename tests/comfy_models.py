@@ -13,7 +13,11 @@ models/upscale_models/RealESRGAN_x4plus.pth                               Real-E
 models/LLM/dialoggen/                                                    DialogGen (the multi-turn workflow)
 models/loras/porcelain/, jade/ (adapter_config.json + adapter_model.safetensors)  official PEFT LoRAs, v1.2
 models/loras/hunyuan_dit_kohya.safetensors                                 kohya LoRA: every Linear in the blocks + BERT
+models/controlnet/hunyuandit/pytorch_model_{canny,depth}_distill.pt      ControlNets for the v1.2 all-in-one (official)
+models/controlnet/hunyuan_dit_v11_controlnet.safetensors                 a v1.1 ControlNet (diffusers names)
+models/ipadapter/ipa.pt, models/clip_vision/clip_img_encoder.pt          IP-Adapter + image encoder (official forms)
 input/example.png                                                        64x64 RGBA, transparent centre square
+input/depth_example.png                                                  64x64 grey gradient (a stand-in depth map)
 """
 
 from __future__ import annotations
@@ -42,6 +46,12 @@ EXAMPLE_IMAGE = "example.png"
 LORA_PORCELAIN = "porcelain/adapter_model.safetensors"
 LORA_JADE = "jade/adapter_model.safetensors"
 LORA_KOHYA = "hunyuan_dit_kohya.safetensors"
+CONTROLNET_CANNY = "hunyuandit/pytorch_model_canny_distill.pt"
+CONTROLNET_DEPTH = "hunyuandit/pytorch_model_depth_distill.pt"
+CONTROLNET_V11 = "hunyuan_dit_v11_controlnet.safetensors"
+IP_ADAPTER = "ipa.pt"
+IMAGE_ENCODER = "clip_img_encoder.pt"
+DEPTH_IMAGE = "depth_example.png"
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,28 @@ def _tiny_loras(loras: Path, all_in_one: Path) -> dict[str, TinyLoRA]:
     return {LORA_PORCELAIN: TinyLoRA(porcelain, []), LORA_JADE: TinyLoRA(jade, []), LORA_KOHYA: TinyLoRA(kohya, kohya_bert)}
 
 
+def _depth_image(path: Path) -> None:
+    ramp = np.linspace(0, 255, 64, dtype=np.uint8)
+    Image.fromarray(np.broadcast_to(ramp[:, None], (64, 64)).copy(), "L").save(path)
+
+
+def _tiny_adapters(models: Path) -> None:
+    """ControlNets (two for the v1.2 all-in-one model, one v1.1) and the IP-Adapter with its image encoder, by the
+    core's tiny writers; they fit ``make_tiny``'s seed-0 models."""
+    from hunyuan_core.tiny import make_tiny_controlnet, make_tiny_ip_adapter
+
+    controlnets = models / "controlnet"
+    (controlnets / "hunyuandit").mkdir(parents=True)
+    make_tiny_controlnet(controlnets / CONTROLNET_CANNY, "official", "1.2")
+    make_tiny_controlnet(controlnets / CONTROLNET_DEPTH, "official", "1.2", seed=1)
+    make_tiny_controlnet(controlnets / CONTROLNET_V11, "diffusers_file", "1.1")
+    ipa, encoder = make_tiny_ip_adapter(models)
+    (models / "ipadapter").mkdir()
+    (models / "clip_vision").mkdir()
+    ipa.rename(models / "ipadapter" / IP_ADAPTER)
+    encoder.rename(models / "clip_vision" / IMAGE_ENCODER)
+
+
 @lru_cache(maxsize=1)
 def tiny_models() -> TinyModels:
     """Build (once per process) and return the tiny ComfyUI folders."""
@@ -123,7 +155,9 @@ def tiny_models() -> TinyModels:
     make_tiny_dialoggen(models / DIALOGGEN)
 
     loras = _tiny_loras(models / "loras", models / ALL_IN_ONE)
+    _tiny_adapters(models)
 
     (root / "input").mkdir()
     _example_image(root / "input" / EXAMPLE_IMAGE)
+    _depth_image(root / "input" / DEPTH_IMAGE)
     return TinyModels(models, root / "input", root / "output", loras)

@@ -61,8 +61,8 @@ def comfyui(monkeypatch):
         monkeypatch.setitem(sys.modules, name, module)
     from nodes import host
 
-    host.register_model_folder("hunyuan", "hunyuan")
-    host.register_model_folder("LLM", "LLM")
+    for key in ("hunyuan", "LLM", "ipadapter"):  # the pack's own folder keys (registered at import otherwise)
+        host.register_model_folder(key, key)
     return process
 
 

@@ -23,13 +23,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from test_rewriter_http import FakePipe, _chat_args, _free_port
 
 from hunyuan_core.cli import main
 from hunyuan_core.errors import InputError, OutputError
 from hunyuan_core.rewriter import BackendError, Session, SessionStore, load_rewriter
 from hunyuan_core.rewriter.cli import chat
 from hunyuan_core.rewriter.sanitize import redact, terminal_text, url_secrets
-from tests.test_rewriter_http import FakePipe, _chat_args, _free_port
 
 KEY = "sk-hostile-0123456789"
 CONTROLS = ["\x1b", "\x07", "\r", "\x9b", "\x9d", "\u202e", "\x00", "\x08"]

@@ -20,7 +20,8 @@ from nodes import collect_nodes  # noqa: E402
 
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 OUR_WORKFLOWS = ["hunyuan_dit_t2i_all_in_one", "hunyuan_dit_t2i_official_v11", "hunyuan_dit_img2img",
-                 "hunyuan_dit_inpaint", "hunyuan_dit_t2i_upscale", "hunyuan_dit_multiturn", "hunyuan_dit_t2i_lora"]
+                 "hunyuan_dit_inpaint", "hunyuan_dit_t2i_upscale", "hunyuan_dit_multiturn", "hunyuan_dit_t2i_lora",
+                 "hunyuan_dit_controlnet_canny", "hunyuan_dit_controlnet_two", "hunyuan_dit_ip_adapter"]
 CUSTOM = "custom (width x height below)"
 NODES, FAILURES = collect_nodes()
 FINGERPRINTED = {cls.GET_SCHEMA().node_id for cls in NODES if "fingerprint_inputs" in vars(cls)}
@@ -68,7 +69,7 @@ def test_our_workflows_are_all_there():
 
 def test_comfyui_registers_every_node_with_its_schema(comfyui_server):
     info = comfyui_server.object_info
-    assert FAILURES == {} and len(NODES) == 16
+    assert FAILURES == {} and len(NODES) == 20
     for cls in NODES:
         schema = cls.GET_SCHEMA()
         entry = info[schema.node_id]

@@ -22,6 +22,10 @@ _KINDS = [
     ("a ComfyUI all-in-one checkpoint", lambda ks: any(k.startswith("text_encoders.") for k in ks)),
     (CONTROLNET, lambda ks: any(k.endswith(("after_proj_list.0.weight", "input_block.weight")) for k in ks)
      and any(k.endswith(("mlp_t5.0.weight", "text_embedder.linear_1.weight")) for k in ks)),
+    ("a Hunyuan-DiT IP-Adapter", lambda ks: any(k.endswith("ip_adapter_clip_len_trans_block.weight") for k in ks)),
+    ("an SD / SDXL IP-Adapter", lambda ks: any(".to_k_ip." in k or k.startswith("image_proj.") for k in ks)),
+    ("a CLIP model with an image tower (such as the IP-Adapter's clip_img_encoder.pt)",
+     lambda ks: any(k.endswith("visual.transformer.resblocks.0.ln_1.weight") for k in ks)),
     (DIT, lambda ks: any(k.endswith("mlp_t5.0.weight") or k.endswith("text_embedder.linear_1.weight") for k in ks)),
     ("an SD / SDXL LoRA", lambda ks: any(_is_lora(k) and any(m in k for m in _UNET_NAMES) for k in ks)),
     ("a Flux LoRA", lambda ks: any(_is_lora(k) and ("double_blocks" in k or "single_transformer_blocks" in k) for k in ks)),

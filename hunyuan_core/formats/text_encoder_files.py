@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelFileError
-from ..model.materialise import build_with_weights
+from ..model.materialise import build_with_weights, materialise_buffers
 from ..model.text_encoder import CLIP_LENGTH, T5_LENGTH, BilingualTextEncoder
 from .files import (
     StateDict,
@@ -67,22 +67,8 @@ def _build(factory: Callable[[], nn.Module], sd: Mapping[str, torch.Tensor], dev
            dtype: torch.dtype, what: str) -> nn.Module:
     """Weights assigned once (see :func:`build_with_weights`), then BERT's non-stored buffers recreated."""
     model = build_with_weights(factory, sd, device, dtype, what)
-    _materialise_buffers(model, device)
+    materialise_buffers(model, device)
     return model
-
-
-def _materialise_buffers(model: nn.Module, device: torch.device) -> None:
-    """Recreate the non-persistent buffers (not in any weights file) that the meta device left empty."""
-    for module in model.modules():
-        for name, buf in list(module.named_buffers(recurse=False)):
-            if not buf.is_meta:
-                continue
-            if name == "position_ids":  # BERT: 0..max_position-1
-                module._buffers[name] = torch.arange(buf.shape[-1], device=device).expand(buf.shape)
-            elif name == "token_type_ids":  # BERT: all segment 0
-                module._buffers[name] = torch.zeros(buf.shape, dtype=buf.dtype, device=device)
-            else:
-                raise RuntimeError(f"{type(module).__name__}.{name}: unknown buffer left on the meta device")
 
 
 def _check_dir(folder: str | os.PathLike, what: str) -> Path:

@@ -18,15 +18,15 @@ def write_json(path: Path, obj: dict) -> None:
     write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
-def save_safetensors(sd: Mapping[str, torch.Tensor], path: Path) -> None:
+def save_safetensors(sd: Mapping[str, torch.Tensor], path: Path, overwrite: bool = True) -> None:
     from safetensors.torch import save_file
 
-    with atomic_path(path) as tmp:
+    with atomic_path(path, overwrite=overwrite) as tmp:
         save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp), metadata={"format": "pt"})
 
 
-def save_pickle(sd: Mapping[str, torch.Tensor], path: Path) -> None:
-    with atomic_path(path) as tmp:
+def save_pickle(sd: Mapping[str, torch.Tensor] | dict, path: Path, overwrite: bool = True) -> None:
+    with atomic_path(path, overwrite=overwrite) as tmp:
         torch.save(OrderedDict(sd), tmp)
 
 

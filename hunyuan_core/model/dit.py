@@ -74,11 +74,14 @@ class HunyuanDiTBlock(nn.Module):
         text_kv: tuple[torch.Tensor, torch.Tensor],
         rope: Rope,
         skip: torch.Tensor | None = None,
+        image_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        t_scale: float = 1.0,
+        i_scale: float = 1.0,
     ) -> torch.Tensor:
         if self.skip_linear is not None:
             x = self.skip_linear(self.skip_norm(torch.cat([x, skip], dim=-1)))
         x = x + self.attn1(self.norm1(x) + self.default_modulation(c).unsqueeze(1), rope)
-        x = x + self.attn2(self.norm3(x), text_kv, rope)
+        x = x + self.attn2(self.norm3(x), text_kv, rope, image_kv, t_scale, i_scale)
         return x + self.mlp(self.norm2(x))
 
 
@@ -227,6 +230,42 @@ class HunyuanDiT(DiTFrontEnd):
         cfg = config
         self.blocks = nn.ModuleList(HunyuanDiTBlock(cfg, skip=i > cfg.depth // 2) for i in range(cfg.depth))
         self.final_layer = FinalLayer(cfg.hidden_size, cfg.patch_size**2 * cfg.out_channels)
+        self._image_cache: tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
+
+    def add_image_branch(self, clip_dim: int, tokens: int) -> None:
+        """Create an IP-Adapter's modules (official names, uninitialised; build on the meta device and assign):
+        the projection of a ``clip_dim`` image embedding to ``tokens`` text-width tokens, their LayerNorm, and
+        the image branch of every block's cross-attention. Forgets image keys/values cached for other weights."""
+        self.ip_adapter_clip_len_trans_block = nn.Linear(clip_dim, tokens * self.config.text_dim)
+        self.ip_adapter_img_norm_cond = nn.LayerNorm(self.config.text_dim)
+        for block in self.blocks:
+            block.attn2.add_image_branch()
+        self._image_cache = None
+
+    def image_tokens(self, image_embeds: torch.Tensor) -> torch.Tensor:
+        """IP-Adapter image tokens [B, N, text_dim] from embeddings [B, clip_dim]. The official layout puts the
+        token index last before transposing, so token j takes every N-th projected feature (j, j + N, ...)."""
+        width = self.config.text_dim
+        projected = self.ip_adapter_clip_len_trans_block(image_embeds)
+        tokens = projected.reshape(len(image_embeds), width, -1).transpose(1, 2)
+        return self.ip_adapter_img_norm_cond(tokens)
+
+    def image_context(self, image_embeds: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each block's image keys and values for ``image_embeds`` [B, clip_dim]: they depend on the reference
+        image only, so they are kept and reused while the same embeddings come back (every sampling step)."""
+        if not hasattr(self, "ip_adapter_clip_len_trans_block"):
+            raise InputError("image_embeds needs an IP-Adapter on this DiT: call ipa.attach(dit) first")
+        clip_dim = self.ip_adapter_clip_len_trans_block.in_features
+        if image_embeds.ndim != 2 or image_embeds.shape[1] != clip_dim:
+            raise InputError(f"image_embeds must have shape [B, {clip_dim}] (one image embedding per row); "
+                             f"got {list(image_embeds.shape)}")
+        embeds = image_embeds.to(self.device, self.dtype)
+        cached = self._image_cache
+        if (cached is None or cached[0].shape != embeds.shape or cached[0].device != embeds.device
+                or cached[0].dtype != embeds.dtype or not torch.equal(cached[0], embeds)):
+            tokens = self.image_tokens(embeds)
+            self._image_cache = (embeds.clone(), [block.attn2.image_kv(tokens) for block in self.blocks])
+        return self._image_cache[1]
 
     @property
     def skip_count(self) -> int:
@@ -246,6 +285,9 @@ class HunyuanDiT(DiTFrontEnd):
         image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
         context: TextContext | None = None,
         controls: Sequence[torch.Tensor] | None = None,
+        image_embeds: torch.Tensor | None = None,
+        i_scale: float = 1.0,
+        t_scale: float = 1.0,
     ) -> torch.Tensor:
         """Denoise latents ``x`` [B, C, H, W] at timesteps ``t`` [B]; returns [B, out_channels, H, W].
 
@@ -253,6 +295,8 @@ class HunyuanDiT(DiTFrontEnd):
         ``image_rotary_emb`` (cos, sin) [S, head_dim] overrides the RoPE computed from the latent size.
         ``controls`` (a ControlNet's output, one [B, S, hidden] residual per long skip) are added to the skips:
         control i to the skip leaving block i, as the official model does.
+        With an IP-Adapter attached, ``image_embeds`` [B, clip_dim] (L2-normalised image embeddings) adds the
+        image branch to every cross-attention: ``t_scale * text + i_scale * image``; without it nothing changes.
         """
         cfg = self.config
         b, _, h, w = x.shape
@@ -263,6 +307,9 @@ class HunyuanDiT(DiTFrontEnd):
                 image_meta_size, style)
         rope, context, c = self.conditioning(x, t, text, image_rotary_emb, context)
         x = self.x_embedder(x.to(self.dtype))
+        if image_embeds is not None and len(image_embeds) != b:
+            raise InputError(f"image_embeds has {len(image_embeds)} rows for a batch of {b} latents; give one per row")
+        image_kv = self.image_context(image_embeds) if image_embeds is not None else [None] * cfg.depth
         skips = []
         for i, block in enumerate(self.blocks):
             skip = None
@@ -270,7 +317,7 @@ class HunyuanDiT(DiTFrontEnd):
                 skip = skips.pop()
                 if controls is not None:
                     skip = skip + controls[cfg.depth - 1 - i].to(skip)
-            x = block(x, c, context.kv[i], rope, skip)
+            x = block(x, c, context.kv[i], rope, skip, image_kv[i], t_scale, i_scale)
             if i < self.skip_count:
                 skips.append(x)
         x = self.final_layer(x, c)

@@ -86,3 +86,17 @@ def build_with_weights(
         detail = " ".join(line.strip() for line in str(exc).strip().splitlines()[1:4])
         raise ModelFileError(f"{what}: weights do not fit the model's configuration: {detail}") from None
     return model.requires_grad_(False).eval()
+
+
+def materialise_buffers(model: nn.Module, device: torch.device) -> None:
+    """Recreate the non-persistent buffers (not in any weights file) that the meta device left empty."""
+    for module in model.modules():
+        for name, buf in list(module.named_buffers(recurse=False)):
+            if not buf.is_meta:
+                continue
+            if name == "position_ids":  # BERT, CLIP: 0..positions-1
+                module._buffers[name] = torch.arange(buf.shape[-1], device=device).expand(buf.shape)
+            elif name == "token_type_ids":  # BERT: all segment 0
+                module._buffers[name] = torch.zeros(buf.shape, dtype=buf.dtype, device=device)
+            else:
+                raise RuntimeError(f"{type(module).__name__}.{name}: unknown buffer left on the meta device")

@@ -17,6 +17,7 @@ from ..controlnet.stack import ControlStack
 from ..model.dit import HunyuanDiT
 from ..model.text_encoder import TextEmbeddings
 from ..model.versions import VERSION_DEFAULTS
+from .image_prompt import ImagePrompt
 
 
 def rescale_noise_cfg(guided: torch.Tensor, cond: torch.Tensor, guidance_rescale: float) -> torch.Tensor:
@@ -43,12 +44,13 @@ class Denoiser:
     ``positive`` holds one encoding per image; ``negative`` (one per image, or None) turns on
     classifier-free guidance: both halves run in one batched forward, ``uncond + scale * (cond - uncond)``,
     then ``guidance_rescale`` blends in the std-rescaled copy. ``controls`` add ControlNet residuals to the
-    DiT's skips, on both halves.
+    DiT's skips, on both halves. An ``image_prompt`` adds the IP-Adapter's image branch while it is active (its
+    image keys/values are computed once, by the DiT's cache).
     """
 
     def __init__(self, dit: HunyuanDiT, positive: TextEmbeddings, negative: TextEmbeddings | None, *,
                  width: int, height: int, guidance_scale: float = 1.0, guidance_rescale: float = 0.0,
-                 controls: Sequence[PreparedControl] = ()):
+                 controls: Sequence[PreparedControl] = (), image_prompt: ImagePrompt | None = None):
         self.dit = dit
         self.guided = negative is not None
         self.guidance_scale = guidance_scale
@@ -61,15 +63,23 @@ class Denoiser:
             self.context = dit.text_context(texts.clip, texts.clip_mask, texts.t5, texts.t5_mask, meta, style)
         self.controls = ControlStack(controls, dit, texts, meta, style, images=len(positive), guided=self.guided,
                                      latent_size=(height // 8, width // 8))
+        self.image_prompt = image_prompt
+        if image_prompt is not None:
+            self.image_embeds = image_prompt.rows(len(positive), self.guided).to(dit.device, dit.dtype)
+            with torch.no_grad():
+                dit.image_context(self.image_embeds)  # checks the adapter is attached; computed once, then cached
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, fraction: float = 0.0) -> torch.Tensor:
         """The (guided) prediction in float32 with ``x``'s channels (a learned-variance half is dropped) at a
-        step starting ``fraction`` into the run (which ControlNets are active)."""
+        step starting ``fraction`` into the run (which ControlNets are active, whether the image prompt is)."""
         model_in = torch.cat([x, x]) if self.guided else x
         t_in = t.expand(self.rows).to(device=self.dit.device, dtype=torch.float32)
         controls = self.controls(model_in, t_in, fraction) if self.controls else None
+        image = {}
+        if self.image_prompt is not None and self.image_prompt.active_at(fraction):
+            image = dict(image_embeds=self.image_embeds, i_scale=self.image_prompt.scale)
         with torch.no_grad():
-            out = self.dit(model_in, t_in, context=self.context, controls=controls)[:, : x.shape[1]].float()
+            out = self.dit(model_in, t_in, context=self.context, controls=controls, **image)[:, : x.shape[1]].float()
         if not self.guided:
             return out
         uncond, cond = out.chunk(2)

@@ -17,6 +17,7 @@ from ..model.text_encoder import TextEmbeddings
 from ..model.versions import VERSION_DEFAULTS
 from ..settings.validate import check_beta_end, check_finite, check_memory, check_sampling
 from .denoiser import Denoiser
+from .image_prompt import ImagePrompt
 from .latents import Inpainting, check_latents, first_step, initial_noise
 from .loop import Progress, denoise
 from .schedulers import Schedulers
@@ -48,13 +49,15 @@ def sample(
     progress: Progress | None = None,
     cancel: Callable[[], None] | None = None,
     controls: Sequence[PreparedControl] = (),
+    image_prompt: ImagePrompt | None = None,
 ) -> torch.Tensor:
     """Run the sampler and return scaled latents ``[len(positive) * batch_size, 4, height/8, width/8]`` (fp32).
 
     ``latents`` replaces the initial noise (for txt2img, the noise before ``init_noise_sigma`` scaling);
     ``init_latents`` + ``strength`` < 1 is img2img; ``mask`` (1 = regenerate) keeps the rest of
     ``init_latents``. ``cancel()`` is called before every step and stops the run by raising. ``controls``
-(:func:`hunyuan_core.prepare_controls`) guide the run with ControlNets; their outputs are summed.
+(:func:`hunyuan_core.prepare_controls`) guide the run with ControlNets; their outputs are summed. ``image_prompt``
+adds an IP-Adapter image prompt (the adapter attached to ``dit``).
     """
     check_sampling(width=width, height=height, steps=steps, guidance_scale=guidance_scale,
                    guidance_rescale=guidance_rescale, sampler=sampler, seed=seed, batch_size=batch_size,
@@ -89,6 +92,6 @@ def sample(
         x = noise * schedulers.init_noise_sigma
     denoiser = Denoiser(dit, _per_image(positive, n), _per_image(negative, n) if guided else None,
                         width=width, height=height, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
-                        controls=controls)
+                        controls=controls, image_prompt=image_prompt)
     inpainting = Inpainting(mask, source, noise, schedulers) if mask is not None else None
     return denoise(denoiser, schedulers, x, inpainting=inpainting, progress=progress, cancel=cancel)

@@ -32,6 +32,10 @@ MAX_STEPS: dict[str, int] = {
     "dpmpp_2m_karras": TRAIN_TIMESTEPS,
 }
 
+# IP-Adapter image scale (``i_scale``): the official default is 1 ("bigger: closer to the reference image");
+# ComfyUI's IPAdapter nodes stop at 5, where the image branch already drowns the text.
+MAX_IP_SCALE = 5.0
+
 # Work per DiT forward: latent tokens x images x 2 with guidance. 2**20 is 4096 x 4096 px with batch 8, or
 # 1024 x 1024 with batch 128; beyond it a step takes minutes even on the largest GPUs.
 MAX_TOKEN_ROWS = 2**20
