@@ -6,7 +6,6 @@ import argparse
 import errno
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,20 +21,6 @@ if TYPE_CHECKING:
 USER_PATH_ERRNOS = frozenset(getattr(errno, name) for name in (
     "EACCES", "EPERM", "EROFS", "EISDIR", "ENOTDIR", "ENOENT", "EEXIST", "ENOSPC", "EDQUOT", "ENAMETOOLONG",
     "ELOOP", "ETXTBSY") if hasattr(errno, name))
-
-
-class ProgressBar:
-    """A one-line step counter on stderr (no dependency, works in any terminal or log)."""
-
-    def __init__(self, label: str, width: int = 30):
-        self.label, self.width, self.start = label, width, time.monotonic()
-
-    def __call__(self, step: int, total: int, *_: object) -> None:
-        done = int(self.width * step / total)
-        rate = step / max(time.monotonic() - self.start, 1e-9)
-        end = "\n" if step == total else ""
-        print(f"\r{self.label} [{'#' * done}{'.' * (self.width - done)}] {step}/{total} ({rate:.2f} it/s)",
-              end=end, file=sys.stderr, flush=True)
 
 
 def save_images(images: Sequence[Image.Image], stems: Sequence[str], out: Path, overwrite: bool = False) -> list[Path]:
@@ -91,6 +76,7 @@ def _generate(args: argparse.Namespace) -> int:
     from .adapters import load_lora
     from .adapters.merge import check_strength
     from .pipeline import load_pipeline
+    from .progress import TqdmProgress
     from .settings.devices import resolve_device
     from .settings.validate import check_generate
     from .tiny import make_tiny
@@ -99,7 +85,7 @@ def _generate(args: argparse.Namespace) -> int:
     check_generate(  # every argument, before any model loads
         prompt=args.prompt, negative_prompt=args.negative, device=args.device, width=args.width, height=args.height,
         steps=args.steps, guidance_scale=args.cfg, guidance_rescale=args.guidance_rescale, sampler=args.sampler,
-        seed=args.seed, batch_size=args.batch, beta_end=args.beta_end,
+        schedule=args.schedule, seed=args.seed, batch_size=args.batch, beta_end=args.beta_end,
     )
     # The rest that can fail is checked before the DiT loads too, so a long run never ends with nothing saved:
     # the output folder, the --upscale model and the --lora files (small: loading them is the full check).
@@ -119,14 +105,18 @@ def _generate(args: argparse.Namespace) -> int:
                              bert_vocab=args.bert_vocab, beta_end=args.beta_end)
         pipe.set_loras(loras)
         out = pipe(args.prompt, negative_prompt=args.negative, width=args.width, height=args.height, steps=args.steps,
-                   guidance_scale=args.cfg, seed=args.seed, sampler=args.sampler, batch_size=args.batch,
-                   guidance_rescale=args.guidance_rescale, progress=ProgressBar("sampling"))
+                   guidance_scale=args.cfg, seed=args.seed, sampler=args.sampler, schedule=args.schedule,
+                   batch_size=args.batch, guidance_rescale=args.guidance_rescale)
     finally:
         if tmp is not None:
             tmp.cleanup()
     images = out.images
     if upscaler is not None:
-        images = upscale_images(images, upscaler, progress=ProgressBar("upscaling"))
+        bar = TqdmProgress(desc="upscaling", unit="tile")
+        try:
+            images = upscale_images(images, upscaler, progress=bar)
+        finally:
+            bar.close()
     save_images(images, [f"hunyuan_{seed}_{i:02d}" for i, seed in enumerate(out.seeds)], args.out, args.overwrite)
     return 0
 
@@ -153,7 +143,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .sampling.schedulers import SAMPLERS
+    from .sampling.schedulers import SAMPLERS, SCHEDULES
     from .settings.devices import DTYPES
 
     parser = argparse.ArgumentParser(prog="hunyuan-dit", description="Tencent Hunyuan-DiT text-to-image.")
@@ -170,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--guidance-rescale", type=float, default=0.0)
     g.add_argument("--seed", type=int, default=42, help="image i of a batch uses seed + i")
     g.add_argument("--sampler", default="ddpm", choices=SAMPLERS)
+    g.add_argument("--schedule", default="default", choices=list(SCHEDULES),
+                   help="where the steps fall (KSampler's scheduler); default: the sampler's own spacing")
     g.add_argument("--batch", type=int, default=1)
     g.add_argument("--variant", default=None, help="official weights: ema, module, distill or merge")
     g.add_argument("--beta-end", type=float, default=None, help="override the release's schedule end (0.02 = official v1.2 inference)")

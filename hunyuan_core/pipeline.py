@@ -4,30 +4,38 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from PIL import Image
 
 from .adapters import LoRA, apply_loras, load_lora
+from .diffusers_style import check_output_type, check_step_end_tensors, generator_seeds, image_size, pick, to_output
 from .errors import InputError
-from .images import pil_to_tensor, tensor_to_pil
+from .images import pil_to_tensor
 from .loaders import load_parts
 from .model.dit import HunyuanDiT
 from .model.text_encoder import DEFAULT_NEGATIVE_PROMPT, BilingualTextEncoder, TextEmbeddings
 from .model.vae import decode_latents, encode_images
+from .progress import TqdmProgress
 from .sampling.loop import Progress
 from .sampling.sample import sample
-from .settings.validate import check_beta_end, check_finite, check_prompts, check_sampling, check_texts
+from .settings.validate import check_beta_end, check_finite, check_prompts, check_sampling, check_seeds, check_texts
 
 
 @dataclass
 class PipelineOutput:
-    """Images with the seed each one was drawn with, and their scaled latents."""
+    """The images (PIL by default; see ``output_type``) with the seed each one was drawn with, and their scaled
+    latents. ``tuple(output)`` is ``(images, seeds, latents)``, what ``return_dict=False`` returns."""
 
-    images: list[Image.Image]
+    images: list[Image.Image] | np.ndarray | torch.Tensor
     seeds: list[int]
     latents: torch.Tensor
+
+    def __iter__(self):
+        return iter((self.images, self.seeds, self.latents))
 
 
 def prepare_image(image: Image.Image | torch.Tensor, width: int, height: int, mode: str = "RGB") -> torch.Tensor:
@@ -60,6 +68,19 @@ class HunyuanDiTPipeline:
         self.beta_end = check_beta_end(beta_end)
         self.loras: list[tuple[LoRA, float]] = []  # what set_loras merged
         self._lora_files: dict[str, LoRA] = {}  # path -> LoRA of the current set
+        self.vae_tiling = False
+        self.progress_bar_config: dict = {}
+
+    def set_progress_bar_config(self, **config: object) -> None:
+        """Options of the sampling progress bar (tqdm's: ``disable=True`` hides it, ``desc``, ``leave``, ...)."""
+        self.progress_bar_config = dict(config)
+
+    def enable_vae_tiling(self) -> None:
+        """Decode tile by tile from now on (large images in less memory); a call's ``tiled_decode`` wins."""
+        self.vae_tiling = True
+
+    def disable_vae_tiling(self) -> None:
+        self.vae_tiling = False
 
     @property
     def version(self) -> str:
@@ -110,35 +131,95 @@ class HunyuanDiTPipeline:
         self,
         prompt: str | list[str] | TextEmbeddings,
         negative_prompt: str | list[str] | TextEmbeddings | None = None,
-        width: int = 1024,
-        height: int = 1024,
-        steps: int = 50,
+        width: int | None = None,
+        height: int | None = None,
+        steps: int | None = None,
         guidance_scale: float = 6.0,
-        seed: int | None = 42,
+        seed: int | list[int] | None = 42,
         sampler: str = "ddpm",
-        batch_size: int = 1,
+        batch_size: int | None = None,
         latents: torch.Tensor | None = None,
         guidance_rescale: float = 0.0,
         image: Image.Image | torch.Tensor | None = None,
         strength: float = 0.8,
         mask: Image.Image | torch.Tensor | None = None,
         beta_end: float | None = None,
-        tiled_decode: bool = False,
+        tiled_decode: bool | None = None,
         progress: Progress | None = None,
-        cancel=None,
-    ) -> PipelineOutput:
-        """Generate images. ``image`` (+ ``strength``) is img2img, ``mask`` (white = repaint) inpaints ``image``.
+        cancel: Callable[[], None] | None = None,
+        schedule: str = "default",
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable[..., dict] | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        num_inference_steps: int | None = None,
+        num_images_per_prompt: int | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+    ) -> PipelineOutput | tuple:
+        """Generate images: text-to-image, img2img (``image`` + ``strength``) or inpainting (``image`` + ``mask``).
 
-        ``negative_prompt`` None is the official negative prompt; any string, "" included, is encoded as given.
-        ``seed`` None draws a random one; image i of a batch uses ``seed + i``.
+        The documented names are ours; the diffusers spellings in the last group are accepted as aliases with
+        the same meaning (giving both with different values is an error), so a call written for
+        ``diffusers.HunyuanDiTPipeline`` runs as is.
+
+        Args:
+            prompt: what to draw (Chinese or English), a list of prompts, or encodings from ``encode_prompt``.
+            negative_prompt: what to avoid; ``None`` is the official negative prompt, any string ("" included)
+                is encoded as given; one for all prompts or one per prompt.
+            width, height: pixels, multiples of 16. Default 1024x1024; for img2img the input image's size
+                (rounded to a multiple of 16, with a warning when rounding changed it). Given sizes win.
+            steps: denoising steps (default 50; alias ``num_inference_steps``).
+            guidance_scale: classifier-free guidance (official 6; 1 or less turns it off).
+            seed: default 42, so a call repeats its images; ``None`` draws a random one. Image i of a batch uses
+                ``seed + i``; a list gives one seed per image. Alias ``generator`` (see below).
+            sampler: one of ``hunyuan_core.SAMPLERS`` (ddpm, ddim, dpmms are the official ones; the others carry
+                ComfyUI's KSampler names), each a diffusers scheduler.
+            batch_size: images per prompt (default 1; alias ``num_images_per_prompt``).
+            latents: the starting noise ``[n, 4, height/8, width/8]`` instead of drawing it from the seeds.
+            guidance_rescale: 0..1, blends the guided prediction towards the conditional one's spread.
+            image: the picture to start from (img2img / inpainting), PIL or ``[B,C,H,W]`` 0..1.
+            strength: img2img, how much to change ``image`` (1 = ignore it); default 0.8.
+            mask: inpainting, white (1) = repaint, needs ``image``.
+            beta_end: this call's schedule end (default: the one given at load time, else the release's).
+            tiled_decode: decode the VAE tile by tile; default: ``enable_vae_tiling()``'s setting (off).
+            progress: ``progress(step, total, latents)`` after every step (hosts); the tqdm bar is drawn as well
+                unless ``set_progress_bar_config(disable=True)``.
+            cancel: called before every step; raises to stop the run.
+            schedule: where the steps fall (KSampler's "scheduler"): default, normal, karras, exponential, beta,
+                simple, sgm_uniform (``hunyuan_core.SCHEDULES``); refused for samplers whose diffusers class
+                lacks the option.
+            output_type: "pil" (list of images), "np" (``[B,H,W,3]`` float array), "pt" (``[B,3,H,W]`` tensor),
+                both 0..1, or "latent" (the scaled latents, not decoded).
+            return_dict: False returns the tuple ``(images, seeds, latents)`` instead of :class:`PipelineOutput`.
+            callback_on_step_end: ``fn(pipe, step_index, timestep, {"latents": x}) -> dict`` after every step;
+                a ``"latents"`` entry in the returned dict replaces the latents.
+            callback_on_step_end_tensor_inputs: the tensors passed to it; only ``"latents"`` exists here.
+            num_inference_steps, num_images_per_prompt: diffusers' names of ``steps`` and ``batch_size``.
+            generator: a ``torch.Generator`` (its ``initial_seed()`` is ``seed``) or a list, one per image (each
+                one's ``initial_seed()`` seeds its image). Only that seed counts, not the generator's device or
+                state, so the same call gives the same images anywhere. Conflicts with a ``seed`` other than 42.
+
+        Returns:
+            :class:`PipelineOutput` (``images``, ``seeds``, ``latents``), or its tuple when ``return_dict`` is False.
         """
+        steps = pick("steps", steps, "num_inference_steps", num_inference_steps, 50)
+        batch_size = pick("batch_size", batch_size, "num_images_per_prompt", num_images_per_prompt, 1)
+        if generator is not None:
+            seed = pick("seed", None if seed == 42 else seed, "generator", generator_seeds(generator), 42)
         if seed is None:
             seed = random.getrandbits(32)  # short enough to retype
+        output_type = check_output_type(output_type)
+        step_tensors = check_step_end_tensors(callback_on_step_end_tensor_inputs)
+        if image is not None:
+            width, height = image_size(image, width, height)
+        width, height = 1024 if width is None else width, 1024 if height is None else height
         negative_texts = None if isinstance(negative_prompt, TextEmbeddings) else negative_prompt
         count = len(prompt) if isinstance(prompt, TextEmbeddings) else len(check_prompts(prompt, negative_texts))
         check_sampling(width=width, height=height, steps=steps, guidance_scale=guidance_scale,
-                       guidance_rescale=guidance_rescale, sampler=sampler, seed=seed, batch_size=batch_size,
-                       prompts=count, strength=strength if image is not None else 1.0, beta_end=beta_end)
+                       guidance_rescale=guidance_rescale, sampler=sampler, schedule=schedule, seed=seed,
+                       batch_size=batch_size, prompts=count, strength=strength if image is not None else 1.0,
+                       beta_end=beta_end)
+        seeds = check_seeds(seed, count * batch_size)
         positive = self.encode_prompt(prompt)
         neg = self.encode_prompt(negative_prompt, negative=True)
         if mask is not None and image is None:
@@ -147,17 +228,39 @@ class HunyuanDiTPipeline:
         init = None
         if image is not None:
             pixels = prepare_image(image, width, height).to(self.vae.device, self.vae.dtype)
-            gen = torch.Generator("cpu").manual_seed(seed)
+            gen = torch.Generator("cpu").manual_seed(seeds[0])
             init = encode_images(self.vae, pixels, generator=gen)
-        lat = sample(
-            self.dit, positive, neg, width=width, height=height, steps=steps, guidance_scale=guidance_scale,
-            guidance_rescale=guidance_rescale, sampler=sampler, seed=seed, batch_size=batch_size, latents=latents,
-            init_latents=init, strength=strength if image is not None else 1.0, mask=mask_t,
-            beta_end=beta_end or self.beta_end, progress=progress, cancel=cancel,
-        )
-        with torch.no_grad():
-            pixels = decode_latents(self.vae, lat.to(self.vae.device, self.vae.dtype), tiled=tiled_decode)
-        return PipelineOutput([tensor_to_pil(p[None]) for p in pixels], [seed + i for i in range(lat.shape[0])], lat)
+        step_end = None
+        if callback_on_step_end is not None:
+            def step_end(i: int, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+                out = callback_on_step_end(self, i, t, {name: x for name in step_tensors}) or {}
+                return out.get("latents", x)
+        bar = TqdmProgress(**{"desc": "sampling", **self.progress_bar_config})
+
+        def report(step: int, total: int, x: torch.Tensor) -> None:
+            bar(step, total)
+            if progress is not None:
+                progress(step, total, x)
+
+        try:
+            lat = sample(
+                self.dit, positive, neg, width=width, height=height, steps=steps, guidance_scale=guidance_scale,
+                guidance_rescale=guidance_rescale, sampler=sampler, schedule=schedule, seed=seeds,
+                batch_size=batch_size, latents=latents, init_latents=init,
+                strength=strength if image is not None else 1.0, mask=mask_t, beta_end=beta_end or self.beta_end,
+                progress=report, cancel=cancel, step_end=step_end,
+            )
+        finally:
+            bar.close()
+        if output_type == "latent":
+            images = lat
+        else:
+            with torch.no_grad():
+                pixels = decode_latents(self.vae, lat.to(self.vae.device, self.vae.dtype),
+                                        tiled=self.vae_tiling if tiled_decode is None else tiled_decode)
+            images = to_output(pixels, output_type)
+        out = PipelineOutput(images, seeds, lat)
+        return out if return_dict else tuple(out)
 
 
 def load_pipeline(
