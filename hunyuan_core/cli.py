@@ -102,7 +102,7 @@ def _generate(args: argparse.Namespace) -> int:
         print("note: --model tiny is a random 4 MB model built on the fly; it draws noise, not pictures", file=sys.stderr)
     try:
         pipe = load_pipeline(model, device=device, dtype=args.dtype, variant=args.variant,
-                             bert_vocab=args.bert_vocab, beta_end=args.beta_end)
+                             bert_vocab=args.bert_vocab, beta_end=args.beta_end, bert_length=args.bert_length)
         pipe.set_loras(loras)
         out = pipe(args.prompt, negative_prompt=args.negative, width=args.width, height=args.height, steps=args.steps,
                    guidance_scale=args.cfg, seed=args.seed, sampler=args.sampler, schedule=args.schedule,
@@ -166,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--variant", default=None, help="official weights: ema, module, distill or merge")
     g.add_argument("--beta-end", type=float, default=None, help="override the release's schedule end (0.02 = official v1.2 inference)")
     g.add_argument("--bert-vocab", default=None, help="BERT vocab.txt for an all-in-one file")
+    g.add_argument("--bert-length", type=int, default=77,
+                   help="tokens BERT reads: 77 (official) up to 512 for long prompts, beyond the training length")
     g.add_argument("--device", default=None)
     g.add_argument("--dtype", default=None, choices=list(DTYPES))
     g.add_argument("--upscale", default=None, help="super-resolution model to apply to each image")

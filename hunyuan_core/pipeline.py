@@ -17,7 +17,7 @@ from .errors import InputError
 from .images import pil_to_tensor
 from .loaders import load_parts
 from .model.dit import HunyuanDiT
-from .model.text_encoder import DEFAULT_NEGATIVE_PROMPT, BilingualTextEncoder, TextEmbeddings
+from .model.text_encoder import CLIP_LENGTH, DEFAULT_NEGATIVE_PROMPT, BilingualTextEncoder, TextEmbeddings
 from .model.vae import decode_latents, encode_images
 from .progress import TqdmProgress
 from .sampling.loop import Progress
@@ -270,8 +270,24 @@ def load_pipeline(
     variant: str | None = None,
     bert_vocab: str | os.PathLike | None = None,
     beta_end: float | None = None,
+    bert_length: int = CLIP_LENGTH,
 ) -> HunyuanDiTPipeline:
-    """Load a complete model from an official tree, a diffusers folder or a ComfyUI all-in-one file."""
+    """Load a complete model from an official tree, a diffusers folder or a ComfyUI all-in-one file.
+
+    Args:
+        path: the official ``ckpts`` folder (or ``ckpts/t2i``), a diffusers folder, or an all-in-one
+            ``.safetensors`` file. Nothing is downloaded; tokenizers come from the model files.
+        device: where the model runs; default CUDA, then XPU, MPS, else CPU.
+        dtype: "fp32", "fp16", "bf16" or a ``torch.dtype``; default: fp16 on GPUs, fp32 on the CPU.
+        variant: which official weights: "ema", "module", "distill" or "merge" (default: what the folder has).
+        bert_vocab: BERT's ``vocab.txt`` for an all-in-one file that lacks it.
+        beta_end: the noise schedule's end for every call (default: the release's; 0.02 = official v1.2
+            inference).
+        bert_length: how many tokens BERT reads (default 77, the official training length). Up to the
+            BERT's 512 positions lets long prompts reach it; this goes beyond what the model was trained on,
+            and prompts within 77 tokens are encoded exactly as by default.
+    """
     check_beta_end(beta_end)
     parts = load_parts(path, device=device, dtype=dtype, variant=variant, bert_vocab=bert_vocab)
+    parts.text_encoder.bert_length = parts.text_encoder.check_bert_length(bert_length)
     return HunyuanDiTPipeline(parts.dit, parts.text_encoder, parts.vae, beta_end=beta_end)
