@@ -49,8 +49,9 @@ SAMPLER_FACTORY: dict[str, tuple[str, dict]] = {
 SAMPLERS: list[str] = list(SAMPLER_FACTORY)
 
 _SIGMA_FLAGS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
-# schedule -> the diffusers config flags it sets; "default" keeps each sampler's own spacing (the official
-# one for ddpm/ddim/dpmms). "simple" and "sgm_uniform" are both diffusers' "trailing" spacing.
+# schedule -> the diffusers config flags it sets. "default" keeps each sampler's own spacing: the official one
+# for ddpm/ddim/dpmms, the diffusers class's default (linspace, KSampler's "normal") for the k-diffusion names.
+# "simple" and "sgm_uniform" are both diffusers' "trailing" spacing.
 SCHEDULES: dict[str, dict] = {
     "default": dict(),
     "normal": dict(timestep_spacing="linspace"),
