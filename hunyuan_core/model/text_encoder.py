@@ -75,17 +75,26 @@ class TextEmbeddings:
 
     @staticmethod
     def cat(items: Sequence[TextEmbeddings]) -> TextEmbeddings:
-        """Concatenate along the batch (e.g. ``[negative, positive]`` for classifier-free guidance)."""
+        """Concatenate along the batch (e.g. ``[negative, positive]`` for classifier-free guidance). BERT sequences
+        of different lengths (long prompts opted in) are padded to the longest with masked positions, which the
+        DiT fills with its learned padding."""
         if not items:
             raise InputError("TextEmbeddings.cat needs at least one item")
+        longest = max(e.clip.shape[1] for e in items)
         return TextEmbeddings(
-            torch.cat([e.clip for e in items]),
-            torch.cat([e.clip_mask for e in items]),
+            torch.cat([_pad_tokens(e.clip, longest) for e in items]),
+            torch.cat([_pad_tokens(e.clip_mask, longest) for e in items]),
             torch.cat([e.t5 for e in items]),
             torch.cat([e.t5_mask for e in items]),
             [p for e in items for p in e.prompts],
             [t for e in items for t in e.truncated],
         )
+
+
+def _pad_tokens(t: torch.Tensor, length: int) -> torch.Tensor:
+    """``[B, L, ...]`` zero-padded along the token axis to ``length`` (a zero mask marks the new positions)."""
+    extra = length - t.shape[1]
+    return t if extra == 0 else torch.cat([t, t.new_zeros(t.shape[0], extra, *t.shape[2:])], dim=1)
 
 
 class BilingualTextEncoder:
