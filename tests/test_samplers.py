@@ -109,14 +109,18 @@ def test_unsupported_combinations_are_refused_before_any_work(pipe, sampler, sch
         pipe(PROMPT, width=64, height=64, steps=2, sampler=sampler, schedule=schedule, cancel=started)
 
 
-def test_dpmpp_sde_without_torchsde_says_how_to_install(monkeypatch):
+def test_optional_packages_missing_say_how_to_install(monkeypatch):
     import importlib.util
 
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchsde" else find_spec(name, *a))
-    with pytest.raises(InputError, match=r"needs the torchsde package: pip install torchsde"):
+    missing = {"torchsde", "scipy"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in missing else find_spec(name, *a))
+    with pytest.raises(InputError, match=r"'dpmpp_sde' on schedule 'default' needs the torchsde package: pip install "
+                                         r"torchsde \(or pip install 'hunyuan-dit-comfy\[samplers\]'\)"):
         scheduler_settings("dpmpp_sde")
-    scheduler_settings("dpmpp_2m_sde")  # the other SDE samplers draw from torch generators
+    with pytest.raises(InputError, match=r"needs the scipy package"):
+        scheduler_settings("euler", "beta")
+    scheduler_settings("dpmpp_2m_sde", "karras")  # the other SDE samplers draw from torch generators
 
 
 def test_lcm_is_limited_to_its_original_steps(pipe):

@@ -89,9 +89,10 @@ def scheduler_settings(sampler: str, schedule: str = "default") -> tuple[str, di
     if built_in and flags and built_in[0] not in flags:
         raise InputError(f"sampler '{sampler}' has its sigmas built in ({built_in[0]}); use schedule 'default', or "
                          f"sampler 'dpmms' with schedule '{schedule}'")
-    if cls_name == "DPMSolverSDEScheduler" and importlib.util.find_spec("torchsde") is None:
-        raise InputError(f"sampler '{sampler}' needs the torchsde package: pip install torchsde "
-                         f"(or pip install 'hunyuan-dit-comfy[sde]')")
+    for needed, package in ((cls_name == "DPMSolverSDEScheduler", "torchsde"), ("use_beta_sigmas" in flags, "scipy")):
+        if needed and importlib.util.find_spec(package) is None:
+            raise InputError(f"sampler '{sampler}' on schedule '{schedule}' needs the {package} package: pip install "
+                             f"{package} (or pip install 'hunyuan-dit-comfy[samplers]')")
     return cls_name, {**settings, **flags}
 
 
