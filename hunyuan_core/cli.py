@@ -6,7 +6,6 @@ import argparse
 import errno
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,20 +21,6 @@ if TYPE_CHECKING:
 USER_PATH_ERRNOS = frozenset(getattr(errno, name) for name in (
     "EACCES", "EPERM", "EROFS", "EISDIR", "ENOTDIR", "ENOENT", "EEXIST", "ENOSPC", "EDQUOT", "ENAMETOOLONG",
     "ELOOP", "ETXTBSY") if hasattr(errno, name))
-
-
-class ProgressBar:
-    """A one-line step counter on stderr (no dependency, works in any terminal or log)."""
-
-    def __init__(self, label: str, width: int = 30):
-        self.label, self.width, self.start = label, width, time.monotonic()
-
-    def __call__(self, step: int, total: int, *_: object) -> None:
-        done = int(self.width * step / total)
-        rate = step / max(time.monotonic() - self.start, 1e-9)
-        end = "\n" if step == total else ""
-        print(f"\r{self.label} [{'#' * done}{'.' * (self.width - done)}] {step}/{total} ({rate:.2f} it/s)",
-              end=end, file=sys.stderr, flush=True)
 
 
 def save_images(images: Sequence[Image.Image], stems: Sequence[str], out: Path, overwrite: bool = False) -> list[Path]:
@@ -112,6 +97,7 @@ def _generate(args: argparse.Namespace) -> int:
     from .adapters.ip_adapter_cli import image_prompt_from_args
     from .adapters.merge import check_strength
     from .pipeline import load_pipeline
+    from .progress import TqdmProgress
     from .settings.devices import resolve_device
     from .settings.validate import check_generate
     from .tiny import make_tiny
@@ -120,7 +106,7 @@ def _generate(args: argparse.Namespace) -> int:
     check_generate(  # every argument, before any model loads
         prompt=args.prompt, negative_prompt=args.negative, device=args.device, width=args.width, height=args.height,
         steps=args.steps, guidance_scale=args.cfg, guidance_rescale=args.guidance_rescale, sampler=args.sampler,
-        seed=args.seed, batch_size=args.batch, beta_end=args.beta_end,
+        schedule=args.schedule, seed=args.seed, batch_size=args.batch, beta_end=args.beta_end,
     )
     # The rest that can fail is checked before the DiT loads too, so a long run never ends with nothing saved:
     # the output folder, the --upscale model, the --lora files (small: loading them is the full check) and the
@@ -140,18 +126,23 @@ def _generate(args: argparse.Namespace) -> int:
         print("note: --model tiny is a random 4 MB model built on the fly; it draws noise, not pictures", file=sys.stderr)
     try:
         pipe = load_pipeline(model, device=device, dtype=args.dtype, variant=args.variant, bert_vocab=args.bert_vocab,
-                             beta_end=args.beta_end, offload=args.offload, weight_dtype=args.weight_dtype)
+                             beta_end=args.beta_end, offload=args.offload, weight_dtype=args.weight_dtype,
+                             bert_length=args.bert_length)
         pipe.set_loras(loras)
         out = pipe(args.prompt, negative_prompt=args.negative, width=args.width, height=args.height, steps=args.steps,
-                   guidance_scale=args.cfg, seed=args.seed, sampler=args.sampler, batch_size=args.batch,
-                   guidance_rescale=args.guidance_rescale, progress=ProgressBar("sampling"), controlnets=controls,
+                   guidance_scale=args.cfg, seed=args.seed, sampler=args.sampler, schedule=args.schedule,
+                   batch_size=args.batch, guidance_rescale=args.guidance_rescale, controlnets=controls,
                    ip_adapter=ip_adapter, image_prompt=image_prompt)
     finally:
         if tmp is not None:
             tmp.cleanup()
     images = out.images
     if upscaler is not None:
-        images = upscale_images(images, upscaler, progress=ProgressBar("upscaling"))
+        bar = TqdmProgress(desc="upscaling", unit="tile")
+        try:
+            images = upscale_images(images, upscaler, progress=bar)
+        finally:
+            bar.close()
     save_images(images, [f"hunyuan_{seed}_{i:02d}" for i, seed in enumerate(out.seeds)], args.out, args.overwrite)
     return 0
 
@@ -180,7 +171,7 @@ def _convert(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .adapters.ip_adapter_cli import add_generate_arguments as add_ip_adapter_arguments
     from .model.fp8 import WEIGHT_DTYPES
-    from .sampling.schedulers import SAMPLERS
+    from .sampling.schedulers import SAMPLERS, SCHEDULES
     from .settings.devices import DTYPES
 
     parser = argparse.ArgumentParser(prog="hunyuan-dit", description="Tencent Hunyuan-DiT text-to-image.")
@@ -197,10 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--guidance-rescale", type=float, default=0.0)
     g.add_argument("--seed", type=int, default=42, help="image i of a batch uses seed + i")
     g.add_argument("--sampler", default="ddpm", choices=SAMPLERS)
+    g.add_argument("--schedule", default="default", choices=list(SCHEDULES),
+                   help="where the steps fall (KSampler's scheduler); default: the sampler's own spacing")
     g.add_argument("--batch", type=int, default=1)
     g.add_argument("--variant", default=None, help="official weights: ema, module, distill or merge")
     g.add_argument("--beta-end", type=float, default=None, help="override the release's schedule end (0.02 = official v1.2 inference)")
     g.add_argument("--bert-vocab", default=None, help="BERT vocab.txt for an all-in-one file")
+    g.add_argument("--bert-length", type=int, default=77,
+                   help="tokens BERT reads: 77 (official) up to 512 for long prompts, beyond the training length")
     g.add_argument("--device", default=None)
     g.add_argument("--dtype", default=None, choices=list(DTYPES))
     g.add_argument("--offload", default=None, choices=["model", "blocks"],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hunyuan_core.adapters import apply_loras
-from hunyuan_core.model.text_encoder import DEFAULT_NEGATIVE_PROMPT
+from hunyuan_core.model.text_encoder import CLIP_LENGTH, DEFAULT_NEGATIVE_PROMPT
 
 from . import host
 from ._common import (
@@ -21,10 +21,10 @@ EMPTY_PROMPT = (
 )
 
 
-def truncation_report(label: str, cut: str) -> str:
+def truncation_report(label: str, cut: str, bert_length: int) -> str:
     """The warning shown when part of a prompt did not fit the encoders."""
     return (
-        f"The {label} prompt is longer than the text encoders take (77 BERT / 256 mT5 tokens); "
+        f"The {label} prompt is longer than the text encoders take ({bert_length} BERT / 256 mT5 tokens); "
         f"this part was cut and has no effect: {cut!r}"
     )
 
@@ -49,6 +49,10 @@ class HunyuanDiTTextEncode(io.ComfyNode):
                 )),
                 io.String.Input("negative", multiline=True, dynamic_prompts=True, default=DEFAULT_NEGATIVE_PROMPT,
                                 tooltip="What to avoid. The default is the official negative prompt (Chinese)."),
+                io.Int.Input("bert_length", default=CLIP_LENGTH, min=CLIP_LENGTH, max=512, tooltip=(
+                    "Tokens BERT reads (official: 77). Up to 512 lets long prompts reach BERT too, beyond the "
+                    "length HunyuanDiT was trained on; prompts within 77 tokens are unchanged."
+                )),
             ],
             outputs=[
                 CONDITIONING.Output(display_name="positive", tooltip="Encoded positive prompt."),
@@ -58,17 +62,18 @@ class HunyuanDiTTextEncode(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, text_encoder: TextEncoderHandle, positive: str, negative: str) -> io.NodeOutput:
+    def execute(cls, text_encoder: TextEncoderHandle, positive: str, negative: str,
+                bert_length: int = CLIP_LENGTH) -> io.NodeOutput:
         unique_id = cls.hidden.unique_id
         keep = text_encoder.keep_on_gpu and not host.low_vram()
         rest = None if keep else host.text_encoder_offload_device()
         apply_loras(text_encoder.encoder, list(text_encoder.loras))  # this branch's BERT LoRAs, as in the sampler
         with on_compute_device(text_encoder.encoder, rest):
-            pos = text_encoder.encoder.encode([positive]).to(device=host.intermediate_device())
-            neg = text_encoder.encoder.encode([negative]).to(device=host.intermediate_device())
+            pos = text_encoder.encoder.encode([positive], bert_length).to(device=host.intermediate_device())
+            neg = text_encoder.encoder.encode([negative], bert_length).to(device=host.intermediate_device())
         warnings = [EMPTY_PROMPT] if not positive.strip() else []
         warnings += [
-            truncation_report(label, emb.truncated[0])
+            truncation_report(label, emb.truncated[0], bert_length)
             for label, emb in (("positive", pos), ("negative", neg))
             if emb.truncated[0]
         ]

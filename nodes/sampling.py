@@ -12,7 +12,7 @@ from hunyuan_core.errors import InputError, NumericsError
 from hunyuan_core.images import mask_batch
 from hunyuan_core.model.text_encoder import TextEmbeddings
 from hunyuan_core.sampling.sample import sample as sample_latents
-from hunyuan_core.sampling.schedulers import SAMPLERS
+from hunyuan_core.sampling.schedulers import SAMPLERS, SCHEDULES, scheduler_settings
 from hunyuan_core.settings.limits import MAX_SEED, MAX_SIZE, MIN_SIZE
 from hunyuan_core.settings.sizes import MULTIPLE, PRESETS, check_size, preset_label
 
@@ -84,8 +84,12 @@ class HunyuanDiTSampler(io.ComfyNode):
                     "at high cfg (0 = off, as official)."
                 )),
                 io.Combo.Input("sampler_name", options=list(SAMPLERS), default="ddpm", tooltip=(
-                    "The sampling algorithm. ddpm, ddim and dpmms are the official ones; all use HunyuanDiT's "
-                    "noise schedule."
+                    "The sampling algorithm. ddpm, ddim and dpmms are the official ones, the others KSampler's; "
+                    "all are diffusers schedulers on HunyuanDiT's noise schedule."
+                )),
+                io.Combo.Input("schedule", options=list(SCHEDULES), default="default", tooltip=(
+                    "Where the steps fall (KSampler's scheduler). default: the sampler's own spacing; a sampler "
+                    "without the option refuses it."
                 )),
                 io.Int.Input("seed", default=0, min=0, max=MAX_SEED, control_after_generate=True, tooltip=(
                     "Noise seed; image i of a batch uses seed + i, so any image can be re-made alone."
@@ -111,13 +115,18 @@ class HunyuanDiTSampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, resolution, width, height, sampler_name) -> bool | str:
-        """Reject a bad size or sampler before any model loads (ComfyUI then skips its own checks of these four;
-        ComfyUI 0.3.64 does not check the values of V3 combos at all)."""
+    def validate_inputs(cls, resolution, width, height, sampler_name, schedule=None) -> bool | str:
+        """Reject a bad size, sampler or schedule before any model loads (ComfyUI then skips its own checks of
+        these five; ComfyUI 0.3.64 does not check the values of V3 combos at all)."""
         if resolution is not None and resolution not in resolution_choices():
             return f"resolution '{resolution}' is not one of: {', '.join(resolution_choices())}"
         if sampler_name is not None and sampler_name not in SAMPLERS:
             return f"sampler_name '{sampler_name}' is not one of: {', '.join(SAMPLERS)}"
+        if sampler_name is not None and schedule is not None:
+            try:
+                scheduler_settings(sampler_name, schedule)
+            except InputError as exc:
+                return str(exc)
         if resolution == CUSTOM and width is not None and height is not None:
             try:
                 check_size(int(width), int(height))
@@ -129,7 +138,7 @@ class HunyuanDiTSampler(io.ComfyNode):
     def execute(
         cls, model: ModelHandle, positive: TextEmbeddings, negative: TextEmbeddings, resolution: str, width: int, height: int, steps: int,
         cfg: float, guidance_rescale: float, sampler_name: str, seed: int, batch_size: int, denoise: float,
-        latent: dict | None = None, mask: torch.Tensor | None = None,
+        latent: dict | None = None, mask: torch.Tensor | None = None, schedule: str = "default",
     ) -> io.NodeOutput:
         unique_id = cls.hidden.unique_id
         init = None
@@ -170,8 +179,8 @@ class HunyuanDiTSampler(io.ComfyNode):
                     visits.enter_context(on_compute_device(module, host.offload_device()))
                 scaled = sample_latents(
                     model.dit, positive, negative, width=width, height=height, steps=steps, guidance_scale=cfg,
-                    guidance_rescale=guidance_rescale, sampler=sampler_name, seed=seed, batch_size=batch_size,
-                    init_latents=init, strength=denoise if init is not None else 1.0, mask=mask,
+                    guidance_rescale=guidance_rescale, sampler=sampler_name, schedule=schedule, seed=seed,
+                    batch_size=batch_size, init_latents=init, strength=denoise if init is not None else 1.0, mask=mask,
                     controls=controls, image_prompt=model.image_prompt,
                     progress=host.progress_callback(steps), cancel=host.cancel_callback(),
                 )

@@ -115,8 +115,8 @@ def test_overlong_prompt_is_truncated_with_a_warning_quoting_the_cut(pipe):
 
 
 def test_unknown_sampler(pipe):
-    with pytest.raises(hy.InputError, match="unknown sampler 'heun'.*ddpm"):
-        pipe("一只猫", sampler="heun", width=64, height=64, steps=1)
+    with pytest.raises(hy.InputError, match="unknown sampler 'dpm_fast'.*ddpm"):
+        pipe("一只猫", sampler="dpm_fast", width=64, height=64, steps=1)
 
 
 def test_dit_only_file_is_not_a_pipeline(tiny_official, tmp_path):

@@ -65,3 +65,16 @@ def test_generate_then_upscale(tmp_path):
     assert main(["generate", "--model", "tiny", "--prompt", "猫", "--width", "64", "--height", "64", "--steps", "1",
                  "--upscale", str(sr), "--out", str(tmp_path / "o")]) == 0
     assert Image.open(next((tmp_path / "o").glob("*.png"))).size == (128, 128)
+
+
+def test_generate_schedule_and_bert_length_with_a_tqdm_bar(tmp_path, capsys):
+    code = main(["generate", "--model", "tiny", "--prompt", "一只猫" * 40, "--width", "64", "--height", "64",
+                 "--steps", "2", "--sampler", "heun", "--schedule", "karras", "--bert-length", "200",
+                 "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 0 and len(list(tmp_path.glob("*.png"))) == 1
+    assert "sampling" in err and "3/3" in err and "[00:" in err  # heun's 2 steps are 3 model calls
+    assert "BERT encoder" not in err
+    assert main(["generate", "--model", "tiny", "--prompt", "x", "--sampler", "ddim", "--schedule", "karras",
+                 "--out", str(tmp_path)]) == 2
+    assert "sampler 'ddim' (diffusers DDIMScheduler) has no karras schedule" in capsys.readouterr().err

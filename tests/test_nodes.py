@@ -532,3 +532,19 @@ def test_mask_without_latent_and_half_picked_separate_files_explain_themselves(l
     with pytest.raises(InputError, match="bert_file and mt5_file"):
         call_node(HunyuanDiTTextEncoderLoader, source=SEPARATE_FILES, dtype="auto", policy="keep on GPU",
                   bert_file=BERT_FILE, mt5_file="none")
+
+
+def test_sampler_schedule_and_encode_bert_length_reach_the_core(loaded):
+    model, encoder, _, _ = loaded
+    long = "猫" * 100
+    (pos77, neg), _ui = call_node(HunyuanDiTTextEncode, text_encoder=encoder, positive=long, negative="")
+    (pos128, _), ui = call_node(HunyuanDiTTextEncode, text_encoder=encoder, positive=long, negative="", bert_length=128)
+    assert pos77.clip.shape[1] == 77 and pos128.clip.shape[1] == 102
+    assert not any("BERT" in text for text in ui["text"]) and "128 BERT" not in str(ui)
+    assert HunyuanDiTTextEncode.INPUT_TYPES()["required"]["bert_length"][1]["max"] == 512
+    run = lambda pos, **kw: call_node(HunyuanDiTSampler, model=model, positive=pos, negative=neg,  # noqa: E731
+                                      **{**SMALL, "sampler_name": "euler", **kw})[0][0]["samples"]
+    assert not torch.allclose(run(pos77, schedule="karras"), run(pos77), atol=1e-4)
+    assert not torch.allclose(run(pos128), run(pos77), atol=1e-4)  # long conditioning beside a 77-token negative
+    assert "has no karras schedule" in HunyuanDiTSampler.validate_inputs(CUSTOM, 64, 64, "ddim", "karras")
+    assert HunyuanDiTSampler.validate_inputs(CUSTOM, 64, 64, "heun", "beta") is True

@@ -164,11 +164,19 @@ class DiTFrontEnd(nn.Module):
         encoder_hidden_states_t5: torch.Tensor,
         text_embedding_mask_t5: torch.Tensor,
     ) -> torch.Tensor:
-        """The 77 + 256 cross-attention tokens; padded positions become the learned ``text_embedding_padding``."""
+        """The 77 + 256 cross-attention tokens; padded positions become the learned ``text_embedding_padding``.
+
+        A longer BERT sequence (opt-in long prompts) has no learned padding past 77: its padded positions there
+        take the last BERT row of the table, the one every prompt shorter than 77 tokens was trained with."""
         t5 = self.mlp_t5(encoder_hidden_states_t5)
         text = torch.cat([encoder_hidden_states, t5], dim=1)
         mask = torch.cat([text_embedding_mask, text_embedding_mask_t5], dim=-1).bool()
-        return torch.where(mask.unsqueeze(2), text, self.text_embedding_padding.to(text))
+        padding = self.text_embedding_padding
+        extra = encoder_hidden_states.shape[1] - self.config.text_len
+        if extra > 0:
+            bert_pad, t5_pad = padding[: self.config.text_len], padding[self.config.text_len :]
+            padding = torch.cat([bert_pad, bert_pad[-1:].expand(extra, -1), t5_pad])
+        return torch.where(mask.unsqueeze(2), text, padding.to(text))
 
     def text_context(
         self,

@@ -12,6 +12,7 @@ from .latents import Inpainting
 from .schedulers import Schedulers
 
 Progress = Callable[[int, int, torch.Tensor], None]
+StepEnd = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def non_finite_report(step: int, total: int, dtype: torch.dtype, device: torch.device) -> str:
@@ -26,9 +27,11 @@ def non_finite_report(step: int, total: int, dtype: torch.dtype, device: torch.d
 
 
 def denoise(denoiser: Denoiser, schedulers: Schedulers, x: torch.Tensor, *, inpainting: Inpainting | None = None,
-            progress: Progress | None = None, cancel: Callable[[], None] | None = None) -> torch.Tensor:
+            progress: Progress | None = None, cancel: Callable[[], None] | None = None,
+            step_end: StepEnd | None = None) -> torch.Tensor:
     """Step ``x`` through every timestep of ``schedulers``. ``cancel()`` runs before each step (it raises to
-    stop), ``progress(step, total, x)`` after; NaN/Inf stops the run at once with a :class:`NumericsError`."""
+    stop); after it ``step_end(index, t, x)`` may return new latents, then ``progress(step, total, x)`` reports;
+    NaN/Inf stops the run at once with a :class:`NumericsError`."""
     total = len(schedulers.timesteps)
     for i, t in enumerate(schedulers.timesteps):
         if cancel is not None:
@@ -37,6 +40,8 @@ def denoise(denoiser: Denoiser, schedulers: Schedulers, x: torch.Tensor, *, inpa
         x = schedulers.step(pred, t, x)
         if inpainting is not None:
             x = inpainting(x, i + 1)
+        if step_end is not None:
+            x = step_end(i, t, x)
         if not torch.isfinite(x).all():  # every further step would be wasted on a black image
             raise NumericsError(non_finite_report(i + 1, total, denoiser.dit.dtype, denoiser.dit.device))
         if progress is not None:

@@ -15,11 +15,11 @@ from ..errors import InputError
 from ..model.dit import HunyuanDiT
 from ..model.text_encoder import TextEmbeddings
 from ..model.versions import VERSION_DEFAULTS
-from ..settings.validate import check_beta_end, check_finite, check_memory, check_sampling
+from ..settings.validate import check_beta_end, check_finite, check_memory, check_sampling, check_seeds
 from .denoiser import Denoiser
 from .image_prompt import ImagePrompt
 from .latents import Inpainting, check_latents, first_step, initial_noise
-from .loop import Progress, denoise
+from .loop import Progress, StepEnd, denoise
 from .schedulers import Schedulers
 
 
@@ -39,7 +39,8 @@ def sample(
     guidance_scale: float = 6.0,
     guidance_rescale: float = 0.0,
     sampler: str = "ddpm",
-    seed: int = 42,
+    schedule: str = "default",
+    seed: int | Sequence[int] = 42,
     batch_size: int = 1,
     latents: torch.Tensor | None = None,
     init_latents: torch.Tensor | None = None,
@@ -50,18 +51,21 @@ def sample(
     cancel: Callable[[], None] | None = None,
     controls: Sequence[PreparedControl] = (),
     image_prompt: ImagePrompt | None = None,
+    step_end: StepEnd | None = None,
 ) -> torch.Tensor:
     """Run the sampler and return scaled latents ``[len(positive) * batch_size, 4, height/8, width/8]`` (fp32).
 
     ``latents`` replaces the initial noise (for txt2img, the noise before ``init_noise_sigma`` scaling);
     ``init_latents`` + ``strength`` < 1 is img2img; ``mask`` (1 = regenerate) keeps the rest of
-    ``init_latents``. ``cancel()`` is called before every step and stops the run by raising. ``controls``
-(:func:`hunyuan_core.prepare_controls`) guide the run with ControlNets; their outputs are summed. ``image_prompt``
-adds an IP-Adapter image prompt (the adapter attached to ``dit``).
+    ``init_latents``. ``cancel()`` is called before every step and stops the run by raising;
+    ``step_end(index, t, x)`` after it may replace the latents. ``schedule`` places the steps
+    (``schedulers.SCHEDULES``); ``seed`` is image 0's (image i uses ``seed + i``) or one per image. ``controls``
+    (:func:`hunyuan_core.prepare_controls`) guide the run with ControlNets; their outputs are summed.
+    ``image_prompt`` adds an IP-Adapter image prompt (the adapter attached to ``dit``).
     """
     check_sampling(width=width, height=height, steps=steps, guidance_scale=guidance_scale,
-                   guidance_rescale=guidance_rescale, sampler=sampler, seed=seed, batch_size=batch_size,
-                   prompts=len(positive), strength=strength, beta_end=beta_end)
+                   guidance_rescale=guidance_rescale, sampler=sampler, schedule=schedule, seed=seed,
+                   batch_size=batch_size, prompts=len(positive), strength=strength, beta_end=beta_end)
     if mask is not None and init_latents is None:
         raise InputError("inpainting needs the image to keep: pass init_latents (or image) together with mask")
     n, h, w = len(positive) * batch_size, height // 8, width // 8
@@ -79,13 +83,14 @@ adds an IP-Adapter image prompt (the adapter attached to ``dit``).
         source = init_latents.to(device)
         source = check_latents("init latents", source.expand(n, -1, -1, -1) if len(source) == 1 else source, n, h, w)
     check_finite("mask", mask)
-    generators = [torch.Generator("cpu").manual_seed(int(seed) + i) for i in range(n)]
+    generators = [torch.Generator("cpu").manual_seed(s) for s in check_seeds(seed, n)]
     noise = check_latents("latents", latents.cpu(), n, h, w) if latents is not None else initial_noise(generators, h, w)
     noise = noise.to(device)
 
     version = VERSION_DEFAULTS[dit.config.version]
     schedulers = Schedulers(sampler, version.beta_start, check_beta_end(beta_end, version.beta_start) or version.beta_end,
-                            steps, generators, device, begin=first_step(steps, strength) if source is not None else None)
+                            steps, generators, device, begin=first_step(steps, strength) if source is not None else None,
+                            schedule=schedule)
     if source is not None and strength < 1.0:
         x = schedulers.add_noise(source, noise, schedulers.timesteps[0])
     else:
@@ -94,4 +99,5 @@ adds an IP-Adapter image prompt (the adapter attached to ``dit``).
                         width=width, height=height, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
                         controls=controls, image_prompt=image_prompt)
     inpainting = Inpainting(mask, source, noise, schedulers) if mask is not None else None
-    return denoise(denoiser, schedulers, x, inpainting=inpainting, progress=progress, cancel=cancel)
+    return denoise(denoiser, schedulers, x, inpainting=inpainting, progress=progress, cancel=cancel,
+                   step_end=step_end)

@@ -19,9 +19,12 @@ MAX_GUIDANCE = 100.0
 # sampler can spread over them is its own limit (checked by running each sampler at its limit):
 # ddpm/ddim use "leading" spacing with steps_offset=1, so 1000 steps reach t = 1000, past the end of the
 # table they index; the Euler samplers interpolate sigmas, so t = 1000 is fine but 1001 steps give a step
-# ratio of 0; dpmms/unipc space 1 + steps points over 0..999, which repeat (and divide by 0) from 1000 on;
-# Karras sigmas are continuous and last up to 1000.
+# ratio of 0; dpmms/unipc (and the other multistep solvers on their linspace spacing) space 1 + steps points
+# over 0..999, which repeat (and divide by 0) from 1000 on; Karras sigmas are continuous and last up to 1000,
+# as do the k-diffusion samplers (heun, dpm_2, lms, dpmpp_sde), which would interpolate further but gain
+# nothing past one step per training timestep. LCM picks its steps from its 50 original ones.
 TRAIN_TIMESTEPS = 1000
+LCM_ORIGINAL_STEPS = 50
 MAX_STEPS: dict[str, int] = {
     "ddpm": TRAIN_TIMESTEPS - 1,
     "ddim": TRAIN_TIMESTEPS - 1,
@@ -30,6 +33,16 @@ MAX_STEPS: dict[str, int] = {
     "euler_ancestral": TRAIN_TIMESTEPS,
     "unipc": TRAIN_TIMESTEPS - 1,
     "dpmpp_2m_karras": TRAIN_TIMESTEPS,
+    "heun": TRAIN_TIMESTEPS,
+    "dpm_2": TRAIN_TIMESTEPS,
+    "dpm_2_ancestral": TRAIN_TIMESTEPS,
+    "lms": TRAIN_TIMESTEPS,
+    "dpmpp_2s_ancestral": TRAIN_TIMESTEPS,
+    "dpmpp_sde": TRAIN_TIMESTEPS,
+    "dpmpp_2m_sde": TRAIN_TIMESTEPS - 1,
+    "dpmpp_3m_sde": TRAIN_TIMESTEPS - 1,
+    "deis": TRAIN_TIMESTEPS - 1,
+    "lcm": LCM_ORIGINAL_STEPS,
 }
 
 # IP-Adapter image scale (``i_scale``): the official default is 1 ("bigger: closer to the reference image");

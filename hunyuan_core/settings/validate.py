@@ -15,7 +15,7 @@ import torch
 from ..errors import InputError
 from ..model.config import DiTConfig
 from ..model.versions import VERSION_DEFAULTS
-from ..sampling.schedulers import check_sampler
+from ..sampling.schedulers import scheduler_settings
 from .devices import free_memory, resolve_device
 from .limits import BLOCK_WORKING_SET, MAX_GUIDANCE, MAX_SEED, MAX_STEPS, MAX_TOKEN_ROWS
 from .sizes import check_size
@@ -52,19 +52,25 @@ def check_float(
     return value
 
 
-def check_seed(seed: object, count: int = 1) -> int:
-    """A seed for ``count`` images (image i uses ``seed + i``), all within the generator's 0..2**64 - 1."""
+def check_seeds(seed: object, count: int = 1) -> list[int]:
+    """The seed of each of ``count`` images: an int means ``seed + i`` for image i; a list or tuple gives one seed
+    per image. Every seed lies within the generator's 0..2**64 - 1."""
+    if isinstance(seed, (list, tuple)):
+        if len(seed) != count:
+            raise InputError(f"{len(seed)} seeds (or generators) for {count} images: give one, or one per image")
+        return [check_int("seed", s, 0, MAX_SEED) for s in seed]
     seed = check_int("seed", seed, 0, MAX_SEED)
     if seed + count - 1 > MAX_SEED:
         raise InputError(
             f"seed {seed} with {count} images would use seeds up to {seed + count - 1}; the largest seed is {MAX_SEED}"
         )
-    return seed
+    return [seed + i for i in range(count)]
 
 
-def check_steps(steps: object, sampler: str) -> int:
-    """Steps within what ``sampler`` can spread over the 1000 training timesteps (``limits.MAX_STEPS``)."""
-    check_sampler(sampler)
+def check_steps(steps: object, sampler: str, schedule: str = "default") -> int:
+    """Steps within what ``sampler`` can spread over the 1000 training timesteps (``limits.MAX_STEPS``), on a
+    ``schedule`` its diffusers class supports."""
+    scheduler_settings(sampler, schedule)
     return check_int(f"steps for sampler '{sampler}'", steps, 1, MAX_STEPS[sampler])
 
 
@@ -130,6 +136,7 @@ def check_sampling(
     guidance_scale: object,
     guidance_rescale: object = 0.0,
     sampler: str = "ddpm",
+    schedule: str = "default",
     seed: object = 0,
     batch_size: object = 1,
     prompts: int = 1,
@@ -138,12 +145,12 @@ def check_sampling(
 ) -> None:
     """Every scalar of one sampling run, and the work it asks for (see ``limits.py``)."""
     width, height = check_size(width, height)
-    check_steps(steps, sampler)
+    check_steps(steps, sampler, schedule)
     guidance_scale = check_float("guidance_scale", guidance_scale, 0.0, MAX_GUIDANCE)
     check_float("guidance_rescale", guidance_rescale, 0.0, 1.0)
     batch_size = check_int("batch_size", batch_size, 1)
     token_rows(width, height, prompts * batch_size * (2 if guidance_scale > 1.0 else 1))  # before the seeds it needs
-    check_seed(seed, prompts * batch_size)
+    check_seeds(seed, prompts * batch_size)
     check_float("strength (denoise)", strength, 0.0, 1.0, lo_open=True)
     check_beta_end(beta_end)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..errors import InputError
@@ -39,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from ..cli import save_images
     from ..outputs import check_writable_dir
+    from ..progress import TqdmProgress
     from .upscaler import load_upscaler
 
     files = _inputs(args.inputs)
@@ -46,14 +46,13 @@ def run(args: argparse.Namespace) -> int:
     upscaler = load_upscaler(args.model, device=args.device, dtype=args.dtype)
     factor = args.scale if args.scale is not None else upscaler.scale
     for path in files:
-        result = upscaler(open_image(path), tile=args.tile, overlap=args.overlap, scale=args.scale,
-                          progress=lambda done, total, name=path.name: _progress(name, done, total))
+        bar = TqdmProgress(desc=path.name, unit="tile")
+        try:
+            result = upscaler(open_image(path), tile=args.tile, overlap=args.overlap, scale=args.scale, progress=bar)
+        finally:
+            bar.close()
         save_images([result], [f"{path.stem}_x{factor:g}"], args.out, args.overwrite)
     return 0
-
-
-def _progress(name: str, done: int, total: int) -> None:
-    print(f"\r{name}: tile {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
