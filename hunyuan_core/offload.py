@@ -16,22 +16,24 @@ from .settings.devices import release_cached_memory
 CPU = torch.device("cpu")
 
 
-def _modules(obj: object) -> list[torch.nn.Module]:
+def modules_of(obj: object) -> list[torch.nn.Module]:
+    """A module, or the modules an object carries (each once: an object may hold one module under two names)."""
     if isinstance(obj, torch.nn.Module):
         return [obj]
-    return [v for v in vars(obj).values() if isinstance(v, torch.nn.Module)]
+    found = {id(v): v for v in vars(obj).values() if isinstance(v, torch.nn.Module)}
+    return list(found.values())
 
 
 def weight_bytes(obj: object) -> int:
     """Bytes of parameters and buffers held by a module, or by the modules an object carries (what moving it
     to a GPU needs)."""
-    tensors = [t for m in _modules(obj) for t in (*m.parameters(), *m.buffers())]
+    tensors = [t for m in modules_of(obj) for t in (*m.parameters(), *m.buffers())]
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def weight_device(obj: object) -> torch.device:
     """The device of the first weight of a module, or of the modules an object carries (CPU when it has none)."""
-    for module in _modules(obj):
+    for module in modules_of(obj):
         for p in module.parameters():
             return p.device
     return CPU

@@ -17,13 +17,8 @@ from ._common import (
     io,
     latent_to_comfy,
     latent_to_core,
-    on_compute_device,
 )
-
-
-def _rest_device() -> torch.device | None:
-    """The VAE is small: it stays on the GPU except in ComfyUI's low-VRAM modes."""
-    return host.offload_device() if host.low_vram() else None
+from .memory import on_compute_device
 
 
 class HunyuanDiTVAEDecode(io.ComfyNode):
@@ -49,7 +44,7 @@ class HunyuanDiTVAEDecode(io.ComfyNode):
     @classmethod
     def execute(cls, samples: dict, vae: VAEHandle, tiled: bool) -> io.NodeOutput:
         scaled = latent_to_core(samples)
-        with on_compute_device(vae.vae, _rest_device()):
+        with on_compute_device(vae.vae, host.vae_offload_device()):
             images = decode_latents(vae.vae, scaled, tiled=tiled)
         return io.NodeOutput(images_to_comfy(images))
 
@@ -79,7 +74,7 @@ class HunyuanDiTVAEEncode(io.ComfyNode):
         h, w = pixels.shape[2] // MULTIPLE * MULTIPLE, pixels.shape[3] // MULTIPLE * MULTIPLE
         top, left = (pixels.shape[2] - h) // 2, (pixels.shape[3] - w) // 2
         pixels = pixels[:, :, top : top + h, left : left + w]
-        with on_compute_device(vae.vae, _rest_device()):
+        with on_compute_device(vae.vae, host.vae_offload_device()):
             # a fixed generator: the same image always encodes to the same latent, as ComfyUI's cache expects
             scaled = encode_images(vae.vae, pixels, generator=torch.Generator().manual_seed(0))
         return io.NodeOutput(latent_to_comfy(scaled))

@@ -22,8 +22,8 @@ from ._common import (
     io,
     latent_to_comfy,
     latent_to_core,
-    on_compute_device,
 )
+from .memory import on_compute_device
 
 CUSTOM = "custom (width x height below)"
 EMPTY_MASK = "The inpainting mask is all zero (nothing to repaint): sampling was skipped and the latent passed through."
@@ -144,13 +144,11 @@ class HunyuanDiTSampler(io.ComfyNode):
         elif resolution != CUSTOM:
             width, height = RESOLUTIONS[resolution]
 
-        # This branch's LoRAs, merged from the base weights where the DiT rests (a no-op when the last run
-        # used the same set; none restores the base exactly): other branches share the DiT.
-        apply_loras(model.dit, list(model.loras))
-        # ComfyUI cannot evict a model it does not manage, so the DiT leaves the GPU after every run except
-        # in --highvram/--gpu-only, where ComfyUI's own offload device is the GPU.
         try:
             with on_compute_device(model.dit, host.offload_device()):
+                # This branch's LoRAs, merged from the base weights on the device the DiT is on (a no-op when the
+                # last run used the same set; none restores the base exactly): other branches share the DiT.
+                apply_loras(model.dit, list(model.loras))
                 scaled = sample_latents(
                     model.dit, positive, negative, width=width, height=height, steps=steps, guidance_scale=cfg,
                     guidance_rescale=guidance_rescale, sampler=sampler_name, seed=seed, batch_size=batch_size,
