@@ -33,7 +33,7 @@ HOST = require_comfyui()
 
 from hunyuan_core.errors import InputError, ModelFileError  # noqa: E402
 from hunyuan_core.formats.two_files import load_text_encoder_from_files  # noqa: E402
-from nodes import _common, collect_nodes, host  # noqa: E402
+from nodes import collect_nodes, host  # noqa: E402
 from nodes.conditioning import HunyuanDiTTextEncode  # noqa: E402
 from nodes.latent import HunyuanDiTVAEDecode, HunyuanDiTVAEEncode  # noqa: E402
 from nodes.loaders import (  # noqa: E402
