@@ -12,6 +12,7 @@ from hunyuan_core.sampling.sample import sample as sample_latents
 from hunyuan_core.sampling.schedulers import SAMPLERS
 from hunyuan_core.settings.limits import MAX_SEED, MAX_SIZE, MIN_SIZE
 from hunyuan_core.settings.sizes import MULTIPLE, PRESETS, check_size, preset_label
+from hunyuan_core.settings.validate import activation_bytes
 
 from . import host
 from ._common import (
@@ -144,8 +145,11 @@ class HunyuanDiTSampler(io.ComfyNode):
         elif resolution != CUSTOM:
             width, height = RESOLUTIONS[resolution]
 
+        # ComfyUI makes room for the weights and one step's activations (evicting e.g. the text encoders).
+        rows = batch_size * (2 if cfg > 1 else 1)
+        work = activation_bytes(model.dit.config, model.dit.dtype, width, height, rows)
         try:
-            with on_compute_device(model.dit, host.offload_device()):
+            with on_compute_device(model.dit, host.offload_device(), work):
                 # This branch's LoRAs, merged from the base weights on the device the DiT is on (a no-op when the
                 # last run used the same set; none restores the base exactly): other branches share the DiT.
                 apply_loras(model.dit, list(model.loras))

@@ -165,3 +165,34 @@ def test_upscalers_are_comfyui_loaded_models_with_room_for_their_tiles(mm, loads
     assert asked[0]["memory_required"] == upscaler.memory_estimate(16)
     patcher = getattr(upscaler.model, memory.PATCHER_ATTRIBUTE)
     assert patcher in [lm.model for lm in mm.current_loaded_models] and loads == ["RRDBNet"]
+
+
+def test_comfyui_makes_room_for_the_work_as_well_as_the_weights(mm, pack, monkeypatch):
+    """Now that ComfyUI keeps our models loaded, each node asks it for room for its activations too (the
+    sampler: one step of the DiT; the VAE: ComfyUI's own SDXL-VAE rule, comfy/sd.py), so it evicts e.g. the
+    text encoders before sampling and the DiT before a large decode."""
+    from hunyuan_core.settings.validate import activation_bytes
+    from nodes.latent import HunyuanDiTVAEEncode
+
+    model, text_encoder, vae = pack
+    asked = []
+    real = mm.load_models_gpu
+    monkeypatch.setattr(mm, "load_models_gpu", lambda models, **kwargs: (
+        asked.append((type(models[0].model).__name__, kwargs["memory_required"])), real(models, **kwargs)))
+    generate(*pack)
+    (pos, neg), _ = call_node(HunyuanDiTTextEncode, text_encoder=text_encoder, positive="一只猫", negative="")
+    call_node(HunyuanDiTSampler, model=model, positive=pos, negative=neg, **{**SETTINGS, "cfg": 1.0, "batch_size": 3})
+    big = {"samples": torch.zeros(2, 4, 160, 96)}
+    call_node(HunyuanDiTVAEDecode, samples=big, vae=vae, tiled=False)
+    call_node(HunyuanDiTVAEDecode, samples=big, vae=vae, tiled=True)
+    call_node(HunyuanDiTVAEEncode, image=torch.rand(1, 48, 40, 3), vae=vae)
+
+    element = vae.vae.dtype.itemsize
+    dit = lambda rows: activation_bytes(model.dit.config, model.dit.dtype, 64, 64, rows)  # noqa: E731
+    assert asked == [
+        ("BilingualTextEncoder", 0), ("HunyuanDiT", dit(2)), ("AutoencoderKL", 8 * 8 * 2178 * 64 * element),
+        ("BilingualTextEncoder", 0), ("HunyuanDiT", dit(3)),  # no guidance at cfg 1: one row per image
+        ("AutoencoderKL", 2 * 160 * 96 * 2178 * 64 * element),
+        ("AutoencoderKL", 2 * 64 * 64 * 2178 * 64 * element),  # tiled: one 64-latent window at a time
+        ("AutoencoderKL", 48 * 32 * 1767 * element),  # encode: the image cropped to multiples of 16
+    ]

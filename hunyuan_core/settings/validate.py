@@ -156,8 +156,8 @@ def check_generate(*, prompt: str | Sequence[str], negative_prompt: str | Sequen
     check_sampling(prompts=len(prompts), **settings)
 
 
-def check_memory(config: DiTConfig, dtype: torch.dtype, device: torch.device, width: int, height: int, rows: int) -> None:
-    """Refuse a run whose DiT activations cannot fit in the memory ``device`` has free.
+def activation_bytes(config: DiTConfig, dtype: torch.dtype, width: int, height: int, rows: int) -> int:
+    """Bytes of DiT activations one step needs for ``rows`` images (x2 with guidance) of ``width`` x ``height``.
 
     The estimate counts the long skips of the first half of the blocks plus one block's working set
     (``limits.BLOCK_WORKING_SET``) for every token row; attention goes through SDPA, whose fused kernels need
@@ -165,7 +165,12 @@ def check_memory(config: DiTConfig, dtype: torch.dtype, device: torch.device, wi
     """
     tokens = token_rows(width, height, rows, config.patch_size)
     element = torch.finfo(dtype).bits // 8
-    need = tokens * config.hidden_size * element * (config.depth // 2 + BLOCK_WORKING_SET)
+    return tokens * config.hidden_size * element * (config.depth // 2 + BLOCK_WORKING_SET)
+
+
+def check_memory(config: DiTConfig, dtype: torch.dtype, device: torch.device, width: int, height: int, rows: int) -> None:
+    """Refuse a run whose DiT activations (:func:`activation_bytes`) cannot fit in the memory ``device`` has free."""
+    need = activation_bytes(config, dtype, width, height, rows)
     free = free_memory(device)
     if free is not None and need > free:
         raise InputError(
