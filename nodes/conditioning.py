@@ -60,7 +60,7 @@ class HunyuanDiTTextEncode(io.ComfyNode):
     @classmethod
     def execute(cls, text_encoder: TextEncoderHandle, positive: str, negative: str) -> io.NodeOutput:
         unique_id = cls.hidden.unique_id
-        with on_compute_device(text_encoder.encoder, host.text_encoder_offload_device()):
+        with on_compute_device(text_encoder.encoder, offload_device=host.text_encoder_offload_device()):
             apply_loras(text_encoder.encoder, list(text_encoder.loras))  # this branch's BERT LoRAs, as in the sampler
             pos = text_encoder.encoder.encode([positive]).to(device=host.intermediate_device())
             neg = text_encoder.encoder.encode([negative]).to(device=host.intermediate_device())

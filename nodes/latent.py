@@ -65,7 +65,7 @@ class HunyuanDiTVAEDecode(io.ComfyNode):
     def execute(cls, samples: dict, vae: VAEHandle, tiled: bool) -> io.NodeOutput:
         scaled = latent_to_core(samples)
         work = decode_memory(scaled, vae.vae.dtype, tiled)
-        with on_compute_device(vae.vae, host.vae_offload_device(), work):
+        with on_compute_device(vae.vae, offload_device=host.vae_offload_device(), memory_required=work):
             images = decode_latents(vae.vae, scaled, tiled=tiled, tile_size=DECODE_TILE)
         return io.NodeOutput(images_to_comfy(images))
 
@@ -95,7 +95,8 @@ class HunyuanDiTVAEEncode(io.ComfyNode):
         h, w = pixels.shape[2] // MULTIPLE * MULTIPLE, pixels.shape[3] // MULTIPLE * MULTIPLE
         top, left = (pixels.shape[2] - h) // 2, (pixels.shape[3] - w) // 2
         pixels = pixels[:, :, top : top + h, left : left + w]
-        with on_compute_device(vae.vae, host.vae_offload_device(), encode_memory(pixels, vae.vae.dtype)):
+        with on_compute_device(vae.vae, offload_device=host.vae_offload_device(),
+                               memory_required=encode_memory(pixels, vae.vae.dtype)):
             # a fixed generator: the same image always encodes to the same latent, as ComfyUI's cache expects
             scaled = encode_images(vae.vae, pixels, generator=torch.Generator().manual_seed(0))
         return io.NodeOutput(latent_to_comfy(scaled))

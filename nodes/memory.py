@@ -24,7 +24,7 @@ Outside ComfyUI (scripts, tests) a model visits the compute device only while it
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from functools import cache
 from typing import Any
 
@@ -54,36 +54,55 @@ def _named_container(name: str) -> type[ManagedWeights]:
 
 
 def patcher(obj: Any, offload_device: torch.device) -> Any:
-    """The ``ModelPatcher`` of ``obj`` (a module, or an object carrying modules), made on first use: load
-    device ComfyUI's compute device, ``offload_device`` where it rests, size the bytes its parameters and buffers
-    take (tied weights once, unlike ComfyUI's state-dict count). Only inside ComfyUI."""
+    """The ``ModelPatcher`` of ``obj`` (a module, or an object carrying modules): load device ComfyUI's compute
+    device, ``offload_device`` where it rests, size the bytes its parameters and buffers take (tied weights once,
+    unlike ComfyUI's state-dict count). Made on first use, and made again when the weights changed size (modules
+    attached or removed, e.g. an IP-Adapter's): ComfyUI would not move what a loaded model gained. Only inside
+    ComfyUI."""
+    size = weight_bytes(obj)
     existing = getattr(obj, PATCHER_ATTRIBUTE, None)
-    if existing is not None:
+    if existing is not None and existing.size == size:
         return existing
+    import comfy.model_management
     import comfy.model_patcher
 
+    if existing is not None:
+        _forget(comfy.model_management, existing)
     weights = _named_container(type(obj).__name__)(modules_of(obj))
     made = comfy.model_patcher.ModelPatcher(weights, load_device=host.torch_device(), offload_device=offload_device,
-                                            size=weight_bytes(obj))
+                                            size=size)
     setattr(obj, PATCHER_ATTRIBUTE, made)
     return made
 
 
-@contextmanager
-def on_compute_device(obj: Any, offload_device: torch.device, memory_required: int = 0) -> Iterator[torch.device]:
-    """Run a block with ``obj`` on the compute device, and yield that device.
+def _forget(model_management: Any, old: Any) -> None:
+    """Take a patcher out of ComfyUI's loaded models without moving its weights, as ComfyUI does when a clone
+    takes over a model's weights: the new patcher's load then finds them already in place."""
+    for i, loaded in reversed(list(enumerate(model_management.current_loaded_models))):
+        if loaded.model is old:
+            model_management.current_loaded_models.pop(i)
+            old.detach(unpatch_all=False)
+            loaded.model_finalizer.detach()
 
-    In ComfyUI: load its patcher with ``load_models_gpu`` (making room for the weights plus ``memory_required``
-    bytes of work memory) and leave residency to ComfyUI afterwards, also after an error or interrupt.
-    Elsewhere: move it there and back to the CPU, always, when the block ends.
+
+@contextmanager
+def on_compute_device(*models: Any, offload_device: torch.device, memory_required: int = 0) -> Iterator[torch.device]:
+    """Run a block with ``models`` (modules, or objects carrying modules) on the compute device; yield that device.
+
+    In ComfyUI: load their patchers together with one ``load_models_gpu`` (so loading one cannot evict another),
+    making room for the weights plus ``memory_required`` bytes of work memory, and leave residency to ComfyUI
+    afterwards, also after an error or interrupt. Elsewhere: move them there and back to the CPU, always, when
+    the block ends.
     """
     if not host.in_comfyui():
         device = host.torch_device()
-        with visiting(obj, device, CPU):
+        with ExitStack() as visits:
+            for obj in models:
+                visits.enter_context(visiting(obj, device, CPU))
             yield device
         return
     import comfy.model_management
 
-    managed = patcher(obj, offload_device)
-    comfy.model_management.load_models_gpu([managed], memory_required=memory_required, force_full_load=True)
-    yield managed.load_device
+    patchers = [patcher(obj, offload_device) for obj in models]
+    comfy.model_management.load_models_gpu(patchers, memory_required=memory_required, force_full_load=True)
+    yield patchers[0].load_device

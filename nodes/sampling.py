@@ -149,7 +149,7 @@ class HunyuanDiTSampler(io.ComfyNode):
         rows = batch_size * (2 if cfg > 1 else 1)
         work = activation_bytes(model.dit.config, model.dit.dtype, width, height, rows)
         try:
-            with on_compute_device(model.dit, host.offload_device(), work):
+            with on_compute_device(model.dit, offload_device=host.offload_device(), memory_required=work):
                 # This branch's LoRAs, merged from the base weights on the device the DiT is on (a no-op when the
                 # last run used the same set; none restores the base exactly): other branches share the DiT.
                 apply_loras(model.dit, list(model.loras))

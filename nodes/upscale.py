@@ -104,7 +104,8 @@ class HunyuanDiTUpscale(io.ComfyNode):
         upscaler = as_upscaler(upscale_model)
         total = upscaler.count_tiles(image.shape[0], image.shape[1], image.shape[2], tile, overlap)
         # the network itself (also when ComfyUI's UPSCALE_MODEL is wrapped anew each run): one patcher per network
-        with on_compute_device(upscaler.model, host.offload_device(), upscaler.memory_estimate(tile)):
+        with on_compute_device(upscaler.model, offload_device=host.offload_device(),
+                               memory_required=upscaler.memory_estimate(tile)):
             out = upscaler(images_to_core(image, keep_alpha=True), tile=tile, overlap=overlap, scale=scale or None,
                            progress=host.progress_callback(total), cancel=host.cancel_callback())
         return io.NodeOutput(images_to_comfy(out))

@@ -196,3 +196,29 @@ def test_comfyui_makes_room_for_the_work_as_well_as_the_weights(mm, pack, monkey
         ("AutoencoderKL", 2 * 64 * 64 * 2178 * 64 * element),  # tiled: one 64-latent window at a time
         ("AutoencoderKL", 48 * 32 * 1767 * element),  # encode: the image cropped to multiples of 16
     ]
+
+
+def test_models_used_together_load_in_one_call_and_a_model_that_gained_weights_gets_a_new_patcher(mm, pack,
+                                                                                                monkeypatch):
+    """What the ControlNet / IP-Adapter nodes need: a DiT and its ControlNets loaded by one ``load_models_gpu``
+    (so loading one cannot evict the other), and a DiT whose modules changed (an attached IP-Adapter) handed to
+    ComfyUI anew, since ComfyUI would not move what an already loaded model gained."""
+    model = pack[0]
+    control = torch.nn.Linear(8, 8)
+    calls = []
+    real = mm.load_models_gpu
+    monkeypatch.setattr(mm, "load_models_gpu", lambda models, **kwargs: (calls.append(len(models)), real(models, **kwargs)))
+    offload = mm.unet_offload_device()
+    with memory.on_compute_device(model.dit, control, offload_device=offload) as device:
+        assert device == mm.get_torch_device()
+    before = getattr(model.dit, memory.PATCHER_ATTRIBUTE)
+    assert calls == [2] and {before, getattr(control, memory.PATCHER_ATTRIBUTE)} <= {
+        lm.model for lm in mm.current_loaded_models}
+
+    model.dit.attached = torch.nn.Linear(8, 8)  # stands in for IP-Adapter modules added to the DiT
+    with memory.on_compute_device(model.dit, offload_device=offload):
+        pass
+    after = getattr(model.dit, memory.PATCHER_ATTRIBUTE)
+    assert after is not before and after.model_size() == weight_bytes(model.dit)
+    listed = [lm.model for lm in mm.current_loaded_models]
+    assert after in listed and before not in listed and after.loaded_size() == weight_bytes(model.dit)
