@@ -142,10 +142,10 @@ def check_sampling(
     guidance_scale = check_float("guidance_scale", guidance_scale, 0.0, MAX_GUIDANCE)
     check_float("guidance_rescale", guidance_rescale, 0.0, 1.0)
     batch_size = check_int("batch_size", batch_size, 1)
+    token_rows(width, height, prompts * batch_size * (2 if guidance_scale > 1.0 else 1))  # bounds the batch first
     check_seed(seed, prompts * batch_size)
     check_float("strength (denoise)", strength, 0.0, 1.0, lo_open=True)
     check_beta_end(beta_end)
-    token_rows(width, height, prompts * batch_size * (2 if guidance_scale > 1.0 else 1))
 
 
 def check_generate(*, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None = None,
