@@ -17,10 +17,11 @@ CPU = torch.device("cpu")
 
 
 def modules_of(obj: object) -> list[torch.nn.Module]:
-    """A module, or the modules an object carries (the text encoder's BERT and mT5)."""
+    """A module, or the modules an object carries (each once: an object may hold one module under two names)."""
     if isinstance(obj, torch.nn.Module):
         return [obj]
-    return [v for v in vars(obj).values() if isinstance(v, torch.nn.Module)]
+    found = {id(v): v for v in vars(obj).values() if isinstance(v, torch.nn.Module)}
+    return list(found.values())
 
 
 def weight_bytes(obj: object) -> int:

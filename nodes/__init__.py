@@ -13,7 +13,7 @@ import pkgutil
 
 from comfy_api.v0_0_2 import ComfyExtension, io
 
-_NOT_NODE_MODULES = {"host"}
+_NOT_NODE_MODULES = {"host", "memory"}
 
 
 def collect_nodes() -> tuple[list[type[io.ComfyNode]], dict[str, str]]:

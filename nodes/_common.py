@@ -1,5 +1,5 @@
-"""What the node modules share: the pinned node API, socket types, categories, model pickers, device moves and
-ComfyUI type conversions.
+"""What the node modules share: the pinned node API, socket types, categories, model pickers and ComfyUI type
+conversions.
 
 Conversions kept here (and nowhere else):
 * IMAGE is ``[B,H,W,3]`` float 0..1 in ComfyUI, ``[B,3,H,W]`` in the core.
@@ -11,8 +11,6 @@ Conversions kept here (and nowhere else):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +22,6 @@ from comfy_api.v0_0_2 import (
 from hunyuan_core import Control, ImagePrompt, IPAdapter, LoRA
 from hunyuan_core.errors import InputError
 from hunyuan_core.model.vae import SDXL_SCALING_FACTOR
-from hunyuan_core.offload import visiting
 from hunyuan_core.settings.devices import DTYPES
 from hunyuan_core.settings.devices import resolve_dtype as core_resolve_dtype
 
@@ -78,11 +75,10 @@ class ModelHandle:
 
 @dataclass(frozen=True)
 class TextEncoderHandle:
-    """HYDIT_TEXT_ENCODER: the bilingual encoder, whether it stays on the GPU after encoding, and the LoRAs
-    whose BERT (``te1``) parts to merge into it before encoding (immutable like :class:`ModelHandle`)."""
+    """HYDIT_TEXT_ENCODER: the bilingual encoder and the LoRAs whose BERT (``te1``) parts to merge into it before
+    encoding (immutable like :class:`ModelHandle`)."""
 
     encoder: Any  # hunyuan_core.model.text_encoder.BilingualTextEncoder
-    keep_on_gpu: bool
     loras: LoRAs = ()
 
 
@@ -129,17 +125,6 @@ def resolve_dtype(name: str, device: torch.device, auto: torch.dtype | None = No
     if name == "auto" and auto is not None:
         return auto
     return core_resolve_dtype(name, device)
-
-
-# --------------------------------------------------------------------------------- device moves
-@contextmanager
-def on_compute_device(obj: Any, rest_device: torch.device | None) -> Iterator[torch.device]:
-    """Run a block with ``obj`` on ComfyUI's compute device (:func:`hunyuan_core.offload.visiting`), making room
-    through ComfyUI's model management first and releasing its cache after."""
-    device = host.torch_device()
-    with visiting(obj, device, rest_device, make_room=lambda size: host.free_memory(size, device),
-                  release=lambda _device: host.release_memory()):
-        yield device
 
 
 # ------------------------------------------------------------------------ ComfyUI type conversions

@@ -12,8 +12,8 @@ from ._common import (
     TEXT_ENCODER,
     TextEncoderHandle,
     io,
-    on_compute_device,
 )
+from .memory import on_compute_device
 
 EMPTY_PROMPT = (
     "The positive prompt is empty: the image follows no description, only guidance away from the negative "
@@ -65,10 +65,8 @@ class HunyuanDiTTextEncode(io.ComfyNode):
     def execute(cls, text_encoder: TextEncoderHandle, positive: str, negative: str,
                 bert_length: int = CLIP_LENGTH) -> io.NodeOutput:
         unique_id = cls.hidden.unique_id
-        keep = text_encoder.keep_on_gpu and not host.low_vram()
-        rest = None if keep else host.text_encoder_offload_device()
-        apply_loras(text_encoder.encoder, list(text_encoder.loras))  # this branch's BERT LoRAs, as in the sampler
-        with on_compute_device(text_encoder.encoder, rest):
+        with on_compute_device(text_encoder.encoder, offload_device=host.text_encoder_offload_device()):
+            apply_loras(text_encoder.encoder, list(text_encoder.loras))  # this branch's BERT LoRAs, as in the sampler
             pos = text_encoder.encoder.encode([positive], bert_length).to(device=host.intermediate_device())
             neg = text_encoder.encoder.encode([negative], bert_length).to(device=host.intermediate_device())
         warnings = [EMPTY_PROMPT] if not positive.strip() else []

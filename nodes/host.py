@@ -1,8 +1,8 @@
 """Host services for the node pack: devices, memory, progress, interruption and model folders.
 
-This is the only module of the pack that talks to ComfyUI, and it does so lazily: ComfyUI counts as
-present when it has already imported ``comfy.model_management`` / ``folder_paths`` itself (it always
-has by the time it loads custom nodes). Outside ComfyUI — scripts, tests — every function falls back
+This module and ``nodes/memory.py`` (ComfyUI's model management for our models) are the only ones that talk
+to ComfyUI, and they do so lazily: ComfyUI counts as present when it has already imported
+``comfy.model_management`` / ``folder_paths`` itself (it always has by the time it loads custom nodes). Outside ComfyUI — scripts, tests — every function falls back
 to something sensible: CUDA when available else CPU, no-op progress, an in-process interrupt flag, and
 model folders under ``$HUNYUAN_MODELS_DIR`` laid out like ComfyUI's ``models/`` directory.
 The core (`hunyuan_core`) never imports this module: nodes pass these services in as plain callables.
@@ -10,7 +10,6 @@ The core (`hunyuan_core`) never imports this module: nodes pass these services i
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import sys
@@ -74,9 +73,16 @@ def torch_device() -> torch.device:
 
 
 def offload_device() -> torch.device:
-    """Where the DiT rests between runs: the GPU only in ComfyUI's high-VRAM mode, else the CPU."""
+    """Where the DiT and upscalers load and rest when ComfyUI unloads them: the GPU only in ComfyUI's high-VRAM
+    mode, else the CPU (``unet_offload_device()``)."""
     mm = _model_management()
     return mm.unet_offload_device() if mm is not None else torch.device("cpu")
+
+
+def vae_offload_device() -> torch.device:
+    """Where the VAE rests between decodes (ComfyUI's ``vae_offload_device()``: the GPU only with ``--gpu-only``)."""
+    mm = _model_management()
+    return mm.vae_offload_device() if mm is not None else torch.device("cpu")
 
 
 def text_encoder_offload_device() -> torch.device:
@@ -92,7 +98,8 @@ def intermediate_device() -> torch.device:
 
 
 def low_vram() -> bool:
-    """True in ComfyUI's low/no-VRAM modes, where every model leaves the GPU as soon as it is done."""
+    """True in ComfyUI's low/no-VRAM modes (the rewriter's LLM, which ComfyUI does not manage, then leaves the GPU
+    after each answer)."""
     mm = _model_management()
     if mm is None:
         return False
@@ -129,15 +136,6 @@ def free_memory(num_bytes: int, device: torch.device | None = None) -> None:
         return
     release_cached_memory(device)
 
-
-def release_memory() -> None:
-    """Return cached allocator memory after a module left the GPU or a run was interrupted."""
-    mm = _model_management()
-    if mm is None:
-        release_cached_memory(torch_device())
-        return
-    gc.collect()
-    mm.soft_empty_cache()
 
 
 # ------------------------------------------------------------------------ progress and interruption

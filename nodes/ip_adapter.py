@@ -26,9 +26,9 @@ from ._common import (
     check_percent_range,
     images_to_core,
     io,
-    on_compute_device,
     resolve_dtype,
 )
+from .memory import on_compute_device
 
 IP_ADAPTER = io.Custom("HYDIT_IPADAPTER")
 IP_ADAPTER_FOLDER = "ipadapter"  # the folder ComfyUI_IPAdapter_plus registers; ComfyUI itself has none
@@ -117,7 +117,7 @@ class HunyuanDiTIPAdapterApply(io.ComfyNode):
             raise InputError(ONE_ADAPTER)
         check_percent_range("IP-Adapter", start_percent, end_percent)
         ip_adapter.check_fits(model.dit)
-        with on_compute_device(ip_adapter.image_encoder.model, host.offload_device()):
+        with on_compute_device(ip_adapter.image_encoder.model, offload_device=host.offload_device()):
             embeds = ip_adapter.encode_image(images_to_core(image)).to(host.intermediate_device())
         prompt = ImagePrompt(embeds, scale=scale, start=start_percent, end=end_percent)
         return io.NodeOutput(replace(model, ip_adapter=ip_adapter, image_prompt=prompt))

@@ -17,13 +17,28 @@ from ._common import (
     io,
     latent_to_comfy,
     latent_to_core,
-    on_compute_device,
 )
+from .memory import on_compute_device
+
+# ComfyUI's work-memory rule for the SDXL VAE (comfy/sd.py, AutoencoderKL), in elements of the VAE's dtype: per
+# latent pixel decoded and per image pixel encoded. It is the room ComfyUI makes before the VAE runs, evicting
+# e.g. the DiT that it now keeps loaded after sampling.
+DECODE_ELEMENTS_PER_LATENT_PIXEL = 2178 * 64
+ENCODE_ELEMENTS_PER_PIXEL = 1767
+DECODE_TILE = 64  # decode_latents' default window, in latents
 
 
-def _rest_device() -> torch.device | None:
-    """The VAE is small: it stays on the GPU except in ComfyUI's low-VRAM modes."""
-    return host.offload_device() if host.low_vram() else None
+def decode_memory(latents: torch.Tensor, dtype: torch.dtype, tiled: bool) -> int:
+    """Bytes a decode of ``latents`` ``[B,4,h,w]`` needs besides the weights (one window at a time when tiled)."""
+    h, w = latents.shape[2:]
+    if tiled:
+        h, w = min(h, DECODE_TILE), min(w, DECODE_TILE)
+    return latents.shape[0] * h * w * DECODE_ELEMENTS_PER_LATENT_PIXEL * dtype.itemsize
+
+
+def encode_memory(pixels: torch.Tensor, dtype: torch.dtype) -> int:
+    """Bytes an encode of ``pixels`` ``[B,3,H,W]`` needs besides the weights."""
+    return pixels.shape[0] * pixels.shape[2] * pixels.shape[3] * ENCODE_ELEMENTS_PER_PIXEL * dtype.itemsize
 
 
 class HunyuanDiTVAEDecode(io.ComfyNode):
@@ -49,8 +64,9 @@ class HunyuanDiTVAEDecode(io.ComfyNode):
     @classmethod
     def execute(cls, samples: dict, vae: VAEHandle, tiled: bool) -> io.NodeOutput:
         scaled = latent_to_core(samples)
-        with on_compute_device(vae.vae, _rest_device()):
-            images = decode_latents(vae.vae, scaled, tiled=tiled)
+        work = decode_memory(scaled, vae.vae.dtype, tiled)
+        with on_compute_device(vae.vae, offload_device=host.vae_offload_device(), memory_required=work):
+            images = decode_latents(vae.vae, scaled, tiled=tiled, tile_size=DECODE_TILE)
         return io.NodeOutput(images_to_comfy(images))
 
 
@@ -79,7 +95,8 @@ class HunyuanDiTVAEEncode(io.ComfyNode):
         h, w = pixels.shape[2] // MULTIPLE * MULTIPLE, pixels.shape[3] // MULTIPLE * MULTIPLE
         top, left = (pixels.shape[2] - h) // 2, (pixels.shape[3] - w) // 2
         pixels = pixels[:, :, top : top + h, left : left + w]
-        with on_compute_device(vae.vae, _rest_device()):
+        with on_compute_device(vae.vae, offload_device=host.vae_offload_device(),
+                               memory_required=encode_memory(pixels, vae.vae.dtype)):
             # a fixed generator: the same image always encodes to the same latent, as ComfyUI's cache expects
             scaled = encode_images(vae.vae, pixels, generator=torch.Generator().manual_seed(0))
         return io.NodeOutput(latent_to_comfy(scaled))

@@ -1,7 +1,8 @@
 """Loader nodes: the DiT, the bilingual text encoders and the SDXL VAE, from any layout users download.
 
-Models load onto ComfyUI's offload device (the CPU unless high-VRAM) and move to the compute device only
-while they work, so loading a workflow never takes GPU memory that ComfyUI does not know about.
+Models load onto ComfyUI's offload devices (the CPU unless high-VRAM / ``--gpu-only``); ComfyUI's model
+management moves them to the compute device when a node uses them (``nodes/memory.py``), so loading a workflow
+never takes GPU memory that ComfyUI does not know about.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from ._common import (
 )
 
 VARIANTS = ["auto", *OFFICIAL_VARIANTS]
-TEXT_ENCODER_POLICIES = ["offload after encoding", "keep on GPU"]
 SEPARATE_FILES = "text_encoders/ (bert_file + mt5_file below)"
 NONE = "none"
 BERT_TOKENIZER_FOLDER = "hydit_clip_tokenizer"
@@ -48,10 +48,6 @@ _TIP_VARIANT = (
     "auto takes EMA first. Ignored for single files."
 )
 _TIP_DTYPE = "Weight precision. auto: fp16 on GPUs (the official precision), fp32 on CPU."
-_TIP_POLICY = (
-    "After encoding a prompt, move BERT + mT5 (about 4 GB in fp16) off the GPU, or keep them there for "
-    "faster re-encoding. ComfyUI's --lowvram/--novram always offload."
-)
 
 
 def _ui(text: str, unique_id: str | None, result: tuple) -> io.NodeOutput:
@@ -76,10 +72,6 @@ def bert_vocab_for(weights: str) -> str | None:
         if (candidate / "vocab.txt").is_file() or candidate.is_file():
             return str(candidate)
     return host.comfy_bert_vocab()
-
-
-def _text_encoder_handle(encoder, policy: str) -> TextEncoderHandle:
-    return TextEncoderHandle(encoder, keep_on_gpu=policy == "keep on GPU")
 
 
 def _dtype_input(tooltip: str = _TIP_DTYPE) -> io.Combo.Input:
@@ -107,8 +99,6 @@ class HunyuanDiTCheckpointLoader(io.ComfyNode):
                 )),
                 _variant_input(),
                 _dtype_input(),
-                io.Combo.Input("text_encoder_policy", options=TEXT_ENCODER_POLICIES,
-                               default=TEXT_ENCODER_POLICIES[0], tooltip=_TIP_POLICY),
             ],
             outputs=[
                 MODEL.Output(display_name="model", tooltip="The DiT."),
@@ -120,7 +110,7 @@ class HunyuanDiTCheckpointLoader(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, ckpt_name: str, variant: str, dtype: str, text_encoder_policy: str) -> io.NodeOutput:
+    def execute(cls, ckpt_name: str, variant: str, dtype: str) -> io.NodeOutput:
         unique_id = cls.hidden.unique_id
         path = resolve_choice(ckpt_name, CHECKPOINT_FOLDERS)
         compute = host.torch_device()
@@ -131,7 +121,7 @@ class HunyuanDiTCheckpointLoader(io.ComfyNode):
         info = _describe(parts.dit, variant, ckpt_name)
         result = (
             ModelHandle(parts.dit),
-            _text_encoder_handle(parts.text_encoder, text_encoder_policy),
+            TextEncoderHandle(parts.text_encoder),
             VAEHandle(parts.vae),
             info,
         )
@@ -193,8 +183,6 @@ class HunyuanDiTTextEncoderLoader(io.ComfyNode):
                     "files in text_encoders/ picked below."
                 )),
                 _dtype_input(),
-                io.Combo.Input("policy", options=TEXT_ENCODER_POLICIES, default=TEXT_ENCODER_POLICIES[0],
-                               tooltip=_TIP_POLICY),
                 io.Combo.Input("bert_file", options=files, default=NONE, tooltip=(
                     "Only for the text_encoders/ source: the BERT weights (official clip_text_encoder/"
                     "pytorch_model.bin). Vocabulary: a vocab.txt or hydit_clip_tokenizer/ beside it, else ComfyUI's."
@@ -208,7 +196,7 @@ class HunyuanDiTTextEncoderLoader(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, source: str, dtype: str, policy: str, bert_file: str = NONE, mt5_file: str = NONE) -> io.NodeOutput:
+    def execute(cls, source: str, dtype: str, bert_file: str = NONE, mt5_file: str = NONE) -> io.NodeOutput:
         device = host.text_encoder_offload_device()
         weight_dtype = resolve_dtype(dtype, host.torch_device())
         if source == SEPARATE_FILES:
@@ -221,7 +209,7 @@ class HunyuanDiTTextEncoderLoader(io.ComfyNode):
         else:
             path = resolve_choice(source, TEXT_ENCODER_FOLDERS)
             encoder = load_text_encoder(path, device=device, dtype=weight_dtype, bert_vocab=bert_vocab_for(path))
-        return io.NodeOutput(_text_encoder_handle(encoder, policy))
+        return io.NodeOutput(TextEncoderHandle(encoder))
 
 
 class HunyuanDiTVAELoader(io.ComfyNode):
@@ -252,7 +240,7 @@ class HunyuanDiTVAELoader(io.ComfyNode):
         path = resolve_choice(vae_name, VAE_FOLDERS)
         compute = host.torch_device()
         vae = load_vae(
-            path, device=host.offload_device(), dtype=resolve_dtype(dtype, compute, auto=host.vae_dtype(compute)),
+            path, device=host.vae_offload_device(), dtype=resolve_dtype(dtype, compute, auto=host.vae_dtype(compute)),
         )
         return io.NodeOutput(VAEHandle(vae))
 

@@ -3,8 +3,6 @@ model handle's LoRAs, ControlNets and IP-Adapter image prompt."""
 
 from __future__ import annotations
 
-from contextlib import ExitStack
-
 import torch
 
 from hunyuan_core import PreparedControl, apply_loras, prepare_controls
@@ -15,6 +13,7 @@ from hunyuan_core.sampling.sample import sample as sample_latents
 from hunyuan_core.sampling.schedulers import SAMPLERS, SCHEDULES, scheduler_settings
 from hunyuan_core.settings.limits import MAX_SEED, MAX_SIZE, MIN_SIZE
 from hunyuan_core.settings.sizes import MULTIPLE, PRESETS, check_size, preset_label
+from hunyuan_core.settings.validate import dit_activation_bytes
 
 from . import host
 from ._common import (
@@ -25,8 +24,8 @@ from ._common import (
     io,
     latent_to_comfy,
     latent_to_core,
-    on_compute_device,
 )
+from .memory import on_compute_device
 
 CUSTOM = "custom (width x height below)"
 EMPTY_MASK = "The inpainting mask is all zero (nothing to repaint): sampling was skipped and the latent passed through."
@@ -42,7 +41,7 @@ def prepared_controls(model: ModelHandle, width: int, height: int) -> list[Prepa
     """The handle's ControlNet hints fitted to ``width`` x ``height`` and encoded by their VAEs (each once)."""
     prepared = []
     for control, vae in model.controls:
-        with on_compute_device(vae, host.offload_device()):
+        with on_compute_device(vae, offload_device=host.vae_offload_device()):
             prepared += prepare_controls([control], vae, width, height)
     return prepared
 
@@ -165,18 +164,19 @@ class HunyuanDiTSampler(io.ComfyNode):
         elif resolution != CUSTOM:
             width, height = RESOLUTIONS[resolution]
 
-        # This branch's LoRAs, merged from the base weights where the DiT rests (a no-op when the last run
-        # used the same set; none restores the base exactly): other branches share the DiT.
-        apply_loras(model.dit, list(model.loras))
         if model.ip_adapter is not None:
-            model.ip_adapter.attach(model.dit)
+            model.ip_adapter.attach(model.dit)  # before ComfyUI loads the DiT: its size counts the image branch
         controls = prepared_controls(model, width, height)
-        # ComfyUI cannot evict a model it does not manage, so the DiT (and its ControlNets) leave the GPU after
-        # every run except in --highvram/--gpu-only, where ComfyUI's own offload device is the GPU.
+        controlnets = {id(c.controlnet): c.controlnet for c, _vae in model.controls}.values()
+        # ComfyUI makes room for the weights and one step's activations (evicting e.g. the text encoders); the
+        # DiT and its ControlNets load together, so loading one cannot evict another.
+        rows = batch_size * (2 if cfg > 1 else 1)
+        work = dit_activation_bytes(model.dit.config, model.dit.dtype, width, height, rows)
         try:
-            with ExitStack() as visits:
-                for module in (model.dit, *{id(c.controlnet): c.controlnet for c, _vae in model.controls}.values()):
-                    visits.enter_context(on_compute_device(module, host.offload_device()))
+            with on_compute_device(model.dit, *controlnets, offload_device=host.offload_device(), memory_required=work):
+                # This branch's LoRAs, merged from the base weights on the device the DiT is on (a no-op when the
+                # last run used the same set; none restores the base exactly): other branches share the DiT.
+                apply_loras(model.dit, list(model.loras))
                 scaled = sample_latents(
                     model.dit, positive, negative, width=width, height=height, steps=steps, guidance_scale=cfg,
                     guidance_rescale=guidance_rescale, sampler=sampler_name, schedule=schedule, seed=seed,

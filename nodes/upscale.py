@@ -1,7 +1,7 @@
 """Super-resolution nodes: load an ESRGAN-family (or any spandrel) model, upscale IMAGEs tile by tile.
 
 The upscale node also takes ComfyUI's own UPSCALE_MODEL (a spandrel descriptor from "Load Upscale
-Model"), so either loader feeds it. The model rests on the offload device and visits the GPU per run.
+Model"), so either loader feeds it. ComfyUI's model management loads the network (``nodes/memory.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from hunyuan_core.settings.limits import MAX_UPSCALE_FACTOR
 from hunyuan_core.upscaler import Upscaler, load_upscaler
 
 from . import host
-from ._common import UPSCALE_CATEGORY, images_to_comfy, images_to_core, io, on_compute_device, resolve_dtype
+from ._common import UPSCALE_CATEGORY, images_to_comfy, images_to_core, io, resolve_dtype
+from .memory import on_compute_device
 
 UPSCALE_MODEL = io.Custom("HYDIT_UPSCALE_MODEL")
 UPSCALE_FOLDER = "upscale_models"
@@ -101,10 +102,10 @@ class HunyuanDiTUpscale(io.ComfyNode):
     @classmethod
     def execute(cls, upscale_model: object, image: torch.Tensor, tile: int, overlap: int, scale: float) -> io.NodeOutput:
         upscaler = as_upscaler(upscale_model)
-        device = host.torch_device()
-        host.free_memory(upscaler.memory_estimate(tile), device)
         total = upscaler.count_tiles(image.shape[0], image.shape[1], image.shape[2], tile, overlap)
-        with on_compute_device(upscaler, host.offload_device()):
+        # the network itself (also when ComfyUI's UPSCALE_MODEL is wrapped anew each run): one patcher per network
+        with on_compute_device(upscaler.model, offload_device=host.offload_device(),
+                               memory_required=upscaler.memory_estimate(tile)):
             out = upscaler(images_to_core(image, keep_alpha=True), tile=tile, overlap=overlap, scale=scale or None,
                            progress=host.progress_callback(total), cancel=host.cancel_callback())
         return io.NodeOutput(images_to_comfy(out))

@@ -314,7 +314,7 @@ def handles(pipe):
     require_comfyui()
     from nodes._common import ModelHandle, TextEncoderHandle
 
-    return (ModelHandle(pipe.dit), TextEncoderHandle(pipe.text_encoder, keep_on_gpu=False))
+    return (ModelHandle(pipe.dit), TextEncoderHandle(pipe.text_encoder))
 
 
 @pytest.fixture

@@ -485,11 +485,10 @@ def test_checkpoint_and_text_encoder_loaders_name_what_a_wrong_file_is(wrong_che
 
     choice = f"checkpoints/{name}"
     with pytest.raises(ModelFileError, match=WRONG_FILES[name]) as err:
-        run_node(HunyuanDiTCheckpointLoader, ckpt_name=choice, variant="auto", dtype="auto",
-                  text_encoder_policy="offload after encoding")
+        run_node(HunyuanDiTCheckpointLoader, ckpt_name=choice, variant="auto", dtype="auto")
     assert str(wrong_checkpoints / name) in str(err.value)
     with pytest.raises(ModelFileError, match=WRONG_FILES[name]):
-        run_node(HunyuanDiTTextEncoderLoader, source=choice, dtype="auto", policy="keep on GPU",
+        run_node(HunyuanDiTTextEncoderLoader, source=choice, dtype="auto",
                   bert_file="none", mt5_file="none")
     if name != "dit_only.safetensors":
         assert "DiT-only" not in str(err.value)

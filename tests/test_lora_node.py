@@ -28,7 +28,7 @@ from nodes.sampling import CUSTOM, HunyuanDiTSampler  # noqa: E402
 PROMPT = "青花瓷风格，一只戴着墨镜的柴犬"
 SETTINGS = dict(resolution=CUSTOM, width=64, height=64, steps=2, cfg=6.0, guidance_rescale=0.0,
                 sampler_name="ddpm", seed=1, batch_size=1, denoise=1.0)
-LOADER = dict(ckpt_name=ALL_IN_ONE, variant="auto", dtype="auto", text_encoder_policy="offload after encoding")
+LOADER = dict(ckpt_name=ALL_IN_ONE, variant="auto", dtype="auto")
 TOLERANCE = 1e-5  # relative, fp32: the node's merge and the hand merge differ only in rounding order
 
 
@@ -66,7 +66,7 @@ def merged_by_hand(loras: list[tuple[str, float]]) -> tuple[ModelHandle, TextEnc
             for module, changes in ((parts.dit, lora.dit), (parts.text_encoder.bert, lora.bert)):
                 for key, start, down, up, scale in changes:
                     module.get_submodule(key).weight[start: start + up.shape[0]] += strength * scale * (up @ down)
-    return ModelHandle(parts.dit), TextEncoderHandle(parts.text_encoder, keep_on_gpu=False)
+    return ModelHandle(parts.dit), TextEncoderHandle(parts.text_encoder)
 
 
 def weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -134,7 +134,7 @@ def test_the_text_encoder_part_applies_to_the_encoder_and_only_to_its_branch(lor
 
     (_, te_lora), ui = add_lora(model, LORA_KOHYA, 0.7, text_encoder)
     assert ui == {} and te_lora is not text_encoder and text_encoder.loras == ()
-    assert te_lora.keep_on_gpu == text_encoder.keep_on_gpu and te_lora.encoder is text_encoder.encoder
+    assert te_lora.encoder is text_encoder.encoder
     got = encode(te_lora)
     _, reference = merged_by_hand([(LORA_KOHYA, 0.7)])
     expected = encode(reference)

@@ -33,7 +33,7 @@ HOST = require_comfyui()
 
 from hunyuan_core.errors import InputError, ModelFileError  # noqa: E402
 from hunyuan_core.formats.two_files import load_text_encoder_from_files  # noqa: E402
-from nodes import _common, collect_nodes, host  # noqa: E402
+from nodes import collect_nodes, host  # noqa: E402
 from nodes.conditioning import HunyuanDiTTextEncode  # noqa: E402
 from nodes.latent import HunyuanDiTVAEDecode, HunyuanDiTVAEEncode  # noqa: E402
 from nodes.loaders import (  # noqa: E402
@@ -68,8 +68,7 @@ def loaded():
     folders = tiny_models()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(host.MODELS_DIR_ENV, str(folders.models))
-        outputs, _ui = call_node(HunyuanDiTCheckpointLoader, ckpt_name=ALL_IN_ONE, variant="auto", dtype="auto",
-                                 text_encoder_policy="offload after encoding")
+        outputs, _ui = call_node(HunyuanDiTCheckpointLoader, ckpt_name=ALL_IN_ONE, variant="auto", dtype="auto")
     return outputs
 
 
@@ -237,8 +236,7 @@ def test_text_encoder_sources_agree(loaded):
     separate = {"bert_file": BERT_FILE, "mt5_file": MT5_FILE}
     for source, files in ((OFFICIAL_V11, {}), (DIFFUSERS_V12, {}), (SEPARATE_FILES, separate)):
         (encoder,), _ = call_node(HunyuanDiTTextEncoderLoader, source=source, dtype="fp32",
-                                  policy="keep on GPU", **{"bert_file": "none", "mt5_file": "none", **files})
-        assert encoder.keep_on_gpu
+                                  **{"bert_file": "none", "mt5_file": "none", **files})
         pos, _ = encode(encoder, "a cat catching butterflies")
         torch.testing.assert_close(pos.t5, reference.t5, atol=2e-3, rtol=2e-3)
         torch.testing.assert_close(pos.clip, reference.clip, atol=2e-3, rtol=2e-3)
@@ -257,7 +255,7 @@ def test_vae_loader_reads_a_vae_file_and_model_folders(loaded):
 def test_official_v11_folder_runs_text_to_image(models_env):
     (model, info), _ = call_node(HunyuanDiTModelLoader, model_name=OFFICIAL_V11, variant="auto", dtype="auto")
     (encoder,), _ = call_node(HunyuanDiTTextEncoderLoader, source=OFFICIAL_V11, dtype="auto",
-                              policy="offload after encoding", bert_file="none", mt5_file="none")
+                              bert_file="none", mt5_file="none")
     pos, neg = encode(encoder)
     (latent,), _ = call_node(HunyuanDiTSampler, model=model, positive=pos, negative=neg,
                              **{**SMALL, "width": 96, "batch_size": 2})
@@ -338,93 +336,6 @@ def test_user_directory_is_comfyuis_inside_comfyui_only(monkeypatch):
         assert host.user_directory() == str(HOST.base / "user")
 
 
-class SpyModule(torch.nn.Module):
-    """Records device moves without moving (so a 'cuda' compute device can be simulated on CPU)."""
-
-    def __init__(self):
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.zeros(1000))
-        self.moves: list[str] = []
-
-    def to(self, device=None, *args, **kwargs):
-        self.moves.append(str(device))
-        return self
-
-
-@pytest.fixture()
-def on_cuda(comfyui, spy, monkeypatch):
-    """ComfyUI's model management as on a GPU machine (compute device 'cuda'), its memory calls recorded."""
-    mm = comfyui.modules["comfy.model_management"]
-    monkeypatch.setattr(mm, "get_torch_device", lambda: torch.device("cuda"))
-    monkeypatch.setattr(mm, "free_memory", lambda *args, **kwargs: spy.calls.append(("free_memory", *args)))
-    return mm
-
-
-@pytest.mark.parametrize("vram, expected_moves", [("NORMAL_VRAM", ["cuda"]), ("LOW_VRAM", ["cuda", "cpu"])])
-def test_models_move_to_the_compute_device_after_freeing_memory_and_leave_it_in_low_vram(
-        on_cuda, spy, monkeypatch, vram, expected_moves):
-    monkeypatch.setattr(on_cuda, "vram_state", on_cuda.VRAMState[vram])
-    spied = SpyModule()
-    rest = host.offload_device() if host.low_vram() else None
-    with _common.on_compute_device(spied, rest) as device:
-        assert device.type == "cuda"
-    assert spied.moves == expected_moves
-    assert ("free_memory", 4000, torch.device("cuda")) in spy.calls
-
-
-def test_an_error_or_interrupt_takes_the_model_off_the_gpu_and_frees_the_cache(on_cuda, spy):
-    spied = SpyModule()
-    with pytest.raises(on_cuda.InterruptProcessingException):
-        with _common.on_compute_device(spied, None):
-            raise on_cuda.InterruptProcessingException()
-    assert spied.moves == ["cuda", "cpu"] and spy.calls[-1][0] == "soft_empty_cache"
-
-
-@pytest.fixture()
-def rest_devices(monkeypatch):
-    """Records where each node sends its model after the work (the ``rest_device`` it asks for)."""
-    import contextlib
-
-    import nodes.conditioning
-    import nodes.latent
-    import nodes.sampling
-
-    seen = []
-
-    @contextlib.contextmanager
-    def recording(obj, rest):
-        seen.append((type(obj).__name__, None if rest is None else str(rest)))
-        with _common.on_compute_device(obj, rest) as device:
-            yield device
-
-    for module in (nodes.conditioning, nodes.latent, nodes.sampling):
-        monkeypatch.setattr(module, "on_compute_device", recording)
-    return seen
-
-
-@pytest.mark.parametrize("vram", ["NORMAL_VRAM", "LOW_VRAM", "HIGH_VRAM"])
-def test_where_models_rest_follows_comfyuis_vram_mode(loaded, comfyui, rest_devices, monkeypatch, vram):
-    mm = comfyui.modules["comfy.model_management"]
-    monkeypatch.setattr(mm, "vram_state", mm.VRAMState[vram])
-    if vram == "HIGH_VRAM":  # ComfyUI then keeps the DiT on the GPU (here: a 'meta' stand-in)
-        monkeypatch.setattr(mm, "unet_offload_device", lambda: torch.device("meta"))
-    model, encoder, vae, _ = loaded
-    keep = _common.TextEncoderHandle(encoder.encoder, keep_on_gpu=True)
-    pos, neg = encode(keep)
-    encode(encoder)
-    with pytest.MonkeyPatch.context() as mp:  # the DiT itself must not move to 'meta'
-        mp.setattr(model.dit, "to", lambda *a, **k: model.dit, raising=False)
-        (latent,), _ = call_node(HunyuanDiTSampler, model=model, positive=pos, negative=neg, **SMALL)
-    call_node(HunyuanDiTVAEDecode, samples=latent, vae=vae, tiled=False)
-    low = vram == "LOW_VRAM"
-    assert rest_devices == [
-        ("BilingualTextEncoder", "cpu" if low else None),  # keep on GPU, unless low VRAM
-        ("BilingualTextEncoder", "cpu"),  # offload after encoding
-        ("HunyuanDiT", "meta" if vram == "HIGH_VRAM" else "cpu"),
-        ("AutoencoderKL", "cpu" if low else None),
-    ]
-
-
 def count_forwards(module):
     calls = []
     handle = module.register_forward_hook(lambda *args: calls.append(1))
@@ -498,10 +409,10 @@ def test_wrong_kind_of_file_says_what_it_is_and_what_was_expected(models_env):
 def test_text_encoder_files_swapped_or_incomplete_say_what_is_missing(models_env, tmp_path, monkeypatch):
     monkeypatch.setattr(host, "comfy_bert_vocab", lambda: None)  # outside ComfyUI: no bundled vocabulary
     with pytest.raises(ModelFileError, match="bert_file: .* is a T5 / mT5 text encoder; expected a BERT text encoder"):
-        call_node(HunyuanDiTTextEncoderLoader, source=SEPARATE_FILES, dtype="auto", policy="keep on GPU",
+        call_node(HunyuanDiTTextEncoderLoader, source=SEPARATE_FILES, dtype="auto",
                   bert_file=MT5_FILE, mt5_file=MT5_FILE)
     with pytest.raises(ModelFileError, match="mt5_file: .* is a BERT text encoder; expected a T5 / mT5"):
-        call_node(HunyuanDiTTextEncoderLoader, source=SEPARATE_FILES, dtype="auto", policy="keep on GPU",
+        call_node(HunyuanDiTTextEncoderLoader, source=SEPARATE_FILES, dtype="auto",
                   bert_file=BERT_FILE, mt5_file=BERT_FILE)
     bert, mt5 = tmp_path / BERT_FILE, tmp_path / MT5_FILE  # the weights without the tokenizer files beside them
     for copy, name in ((bert, BERT_FILE), (mt5, MT5_FILE)):
@@ -530,7 +441,7 @@ def test_mask_without_latent_and_half_picked_separate_files_explain_themselves(l
     with pytest.raises(InputError, match="latent input"):
         call_node(HunyuanDiTSampler, model=model, positive=pos, negative=neg, mask=torch.ones(64, 64), **SMALL)
     with pytest.raises(InputError, match="bert_file and mt5_file"):
-        call_node(HunyuanDiTTextEncoderLoader, source=SEPARATE_FILES, dtype="auto", policy="keep on GPU",
+        call_node(HunyuanDiTTextEncoderLoader, source=SEPARATE_FILES, dtype="auto",
                   bert_file=BERT_FILE, mt5_file="none")
 
 

@@ -65,13 +65,15 @@ def test_progress_per_tile_and_interrupt_in_comfyui(comfyui, monkeypatch):
     calls = []
     monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda value, total, preview, node_id=None:
                         calls.append(("progress", value, total)))
-    monkeypatch.setattr(mm, "free_memory", lambda *args, **kwargs: calls.append(("free_memory", *args)))
+    real_load = mm.load_models_gpu
+    monkeypatch.setattr(mm, "load_models_gpu", lambda models, **kwargs: (
+        calls.append(("load_models_gpu", kwargs["memory_required"])), real_load(models, **kwargs)))
     upscaler, _ = load("RealESRGAN_x4plus.pth", "auto")  # from ComfyUI's models/upscale_models
     upscale(upscaler, images(2, 70, 80), tile=64, overlap=16, scale=0.0)
     total = upscaler.count_tiles(2, 70, 80, 64, 16)
     assert total == 8
     assert [c for c in calls if c[0] == "progress"] == [("progress", i, total) for i in range(1, total + 1)]
-    assert any(c[0] == "free_memory" for c in calls)
+    assert ("load_models_gpu", upscaler.memory_estimate(64)) in calls  # room for the weights and one tile
 
     mm.interrupt_current_processing(True)  # what POST /interrupt does
     with pytest.raises(mm.InterruptProcessingException):

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
-from comfy_host import ROOT, require_comfyui, to_api_prompt
+from comfy_host import ROOT, http, require_comfyui, to_api_prompt
 from comfy_models import MISPLACED_VAE
 
 require_comfyui()
@@ -97,6 +98,30 @@ def test_workflow_runs_in_real_comfyui_and_requeues_from_its_cache(path, comfyui
     loaders = {nid for nid, node in prompt.items()
                if "Loader" in node["class_type"] or node["class_type"] == "LoadImage"}
     assert sampler in executed(changed, prompt) and not loaders & executed(changed, prompt)
+
+
+def loaded_since_last_prompt(server) -> list[str]:
+    """The models ComfyUI's log says it loaded ("Requested to load <class>") since the last prompt came in."""
+    _, log = http(f"{server.url}/internal/logs")
+    return re.findall(r"Requested to load (\w+)", log.rsplit("got prompt", 1)[-1])
+
+
+def test_comfyui_keeps_our_models_loaded_between_runs_until_free_unloads_them(comfyui_server):
+    prompt = shrink(to_api_prompt(load(ROOT / "workflows" / "hunyuan_dit_t2i_all_in_one.json"),
+                                  comfyui_server.object_info))
+    sampler = node_of(prompt, "HunyuanDiTSampler")
+
+    def run(seed: int) -> list[str]:
+        prompt[sampler]["inputs"]["seed"] = seed
+        assert comfyui_server.run(prompt)["status"]["status_str"] == "success"
+        return loaded_since_last_prompt(comfyui_server)
+
+    run(7001)
+    assert run(7002) == []  # the sampler and the decoder ran again on the models ComfyUI kept loaded
+    assert http(f"{comfyui_server.url}/free", {"unload_models": True})[0] == 200
+    # ComfyUI's worker unloads after the next prompt or an idle timeout, whichever comes first: so before one
+    # of the next two runs, and that run loads what the cached prompt encoding no longer needs.
+    assert sorted(run(7003) + run(7004)) == ["AutoencoderKL", "HunyuanDiT"]
 
 
 @pytest.mark.parametrize("edit, expected", [
