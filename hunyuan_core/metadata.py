@@ -48,9 +48,11 @@ class ControlUse(NamedTuple):
 
 @dataclass
 class GenerationParams:
-    """Everything that decides a picture's pixels. Image ``i`` of a batch is the single run with ``seed + i``, so
-    each picture records its own seed. ``negative_prompt`` None is the official negative prompt. Paths (model,
-    LoRAs, images) are kept as the user gave them; hashes identify the files wherever they are."""
+    """Everything that decides a picture's pixels. ``seed`` is the picture's own (picture ``i`` of a batch uses the
+    batch's seed + ``i``); the batch is recorded too, because the pictures of a batch are computed together and
+    can differ in the last bit from a single run with the same seed. ``negative_prompt`` None is the official
+    negative prompt. Paths (model, LoRAs, images) are kept as the user gave them; hashes identify the files
+    wherever they are."""
 
     prompt: str
     negative_prompt: str | None = None
@@ -60,6 +62,8 @@ class GenerationParams:
     guidance_scale: float = 6.0
     seed: int = 42
     sampler: str = "ddpm"
+    batch_size: int = 1
+    batch_index: int = 0  # this picture's place in its batch
     model: str = ""
     model_hash: str | None = None
     loras: list[Resource] = field(default_factory=list)
@@ -76,11 +80,13 @@ class GenerationParams:
     version: str = field(default_factory=lambda: __version__)  # the hunyuan_core release that drew it
 
     def pipeline_kwargs(self) -> dict:
-        """The keyword arguments of ``pipe(...)`` that redraw this picture. Files are the caller's to load and
-        pass: ``image``/``mask`` (as PIL images), LoRAs through ``pipe.set_loras``, ControlNets as ``controlnets``."""
+        """The keyword arguments of ``pipe(...)`` that redraw this picture's batch; the picture is
+        ``images[batch_index]``. Files are the caller's to load and pass: ``image``/``mask`` (as PIL images), LoRAs
+        through ``pipe.set_loras``, ControlNets as ``controlnets``."""
         kwargs = dict(prompt=self.prompt, negative_prompt=self.negative_prompt, width=self.width, height=self.height,
-                      steps=self.steps, guidance_scale=self.guidance_scale, seed=self.seed, sampler=self.sampler,
-                      guidance_rescale=self.guidance_rescale, beta_end=self.beta_end)
+                      steps=self.steps, guidance_scale=self.guidance_scale, seed=self.seed - self.batch_index,
+                      sampler=self.sampler, batch_size=self.batch_size, guidance_rescale=self.guidance_rescale,
+                      beta_end=self.beta_end)
         if self.image is not None and self.strength is not None:
             kwargs["strength"] = self.strength
         return kwargs
@@ -106,10 +112,14 @@ class GenerationParams:
                 values[f.name] = _field_value(f.name, data[f.name], where)
         if "prompt" not in values:
             raise InputError(f"{where}: the '{JSON_KEY}' chunk has no prompt")
-        return cls(**values)
+        params = cls(**values)
+        if not 0 <= params.batch_index < params.batch_size:
+            raise InputError(f"{where}: 'batch_index' {params.batch_index} is not a place in a batch of "
+                             f"{params.batch_size}")
+        return params
 
 
-_NUMBERS = {"width", "height", "steps", "seed"}
+_NUMBERS = {"width", "height", "steps", "seed", "batch_size", "batch_index"}
 _FLOATS = {"guidance_scale", "guidance_rescale", "beta_end", "strength"}
 
 
@@ -170,6 +180,8 @@ def format_params(params: GenerationParams) -> str:
     negative = DEFAULT_NEGATIVE_PROMPT if p.negative_prompt is None else p.negative_prompt
     pairs = [("Steps", p.steps), ("Sampler", p.sampler), ("CFG scale", f"{p.guidance_scale:g}"), ("Seed", p.seed),
              ("Size", f"{p.width}x{p.height}")]
+    if p.batch_size > 1:
+        pairs += [("Batch size", p.batch_size), ("Batch pos", p.batch_index)]
     if p.model_hash:
         pairs.append(("Model hash", p.model_hash))
     pairs.append(("Model", _quote(_stem(p.model))))
@@ -216,7 +228,7 @@ def read_params(source: str | os.PathLike | Image.Image) -> GenerationParams:
     A1111 ``parameters`` text instead (which names settings, not an exact recipe).
     """
     if isinstance(source, Image.Image):
-        image, where = source, "image"
+        image, where = source, f"'{source.filename}'" if getattr(source, "filename", "") else "the image"
     else:
         from .images import open_image
 

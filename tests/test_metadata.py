@@ -29,7 +29,7 @@ def _save(tmp_path, params, name="p.png"):
 
 
 def test_json_chunk_round_trips_every_field(tmp_path):
-    params = _params(guidance_rescale=0.7, beta_end=0.02, variant="ema", dtype="fp16", bert_vocab="v.txt",
+    params = _params(batch_size=2, batch_index=1, guidance_rescale=0.7, beta_end=0.02, variant="ema", dtype="fp16", bert_vocab="v.txt",
                      image="in.png", strength=0.6, mask="m.png", upscale="x4.pth")
     path = _save(tmp_path, params)
     assert read_params(path) == params
@@ -55,9 +55,10 @@ def test_a1111_parameters_text(tmp_path):
 
 
 def test_pipeline_kwargs_are_the_call_settings():
-    kwargs = _params(image="in.png", strength=0.6).pipeline_kwargs()
+    kwargs = _params(image="in.png", strength=0.6, batch_size=3, batch_index=2).pipeline_kwargs()
     assert kwargs == dict(prompt="一只戴着墨镜的柴犬, at the sea", negative_prompt=None, width=1280, height=768, steps=30,
-                          guidance_scale=6.5, seed=7, sampler="euler", guidance_rescale=0.0, beta_end=None, strength=0.6)
+                          guidance_scale=6.5, seed=5, sampler="euler", batch_size=3, guidance_rescale=0.0,
+                          beta_end=None, strength=0.6)  # the batch's seed: picture 2 of it has seed 7
     assert "strength" not in _params().pipeline_kwargs()
 
 
@@ -85,6 +86,7 @@ def test_png_without_our_chunk_is_refused(tmp_path):
     ('{"format": 1, "prompt": "x", "seed": true}', "'seed' should be a whole number"),
     ('{"format": 1, "prompt": "x", "loras": [["a", null]]}', "'loras' should be a list of"),
     ('{"format": 1, "prompt": 5}', "'prompt' should be text"),
+    ('{"format": 1, "prompt": "x", "batch_size": 2, "batch_index": 2}', "not a place in a batch of 2"),
 ])
 def test_malformed_json_chunk_names_the_field(tmp_path, chunk, message):
     from PIL.PngImagePlugin import PngInfo
