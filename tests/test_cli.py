@@ -2,7 +2,6 @@
 defaults, img2img / inpainting, PNG parameters (--from-png redraws the same pixels, info prints them)."""
 
 import argparse
-import re
 import shutil
 import subprocess
 import sys
@@ -16,8 +15,6 @@ import hunyuan_core as hy
 from hunyuan_core import pipeline
 from hunyuan_core.cli import build_parser, main
 from hunyuan_core.metadata import read_params
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_generate_with_tiny_model(tmp_path, capsys):
@@ -88,12 +85,11 @@ def _refuse_loading(monkeypatch):
     monkeypatch.setattr("hunyuan_core.tiny.make_tiny", lambda *a, **k: pytest.fail("the tiny model was built"))
 
 
-def test_version_matches_pyproject(capsys):
+def test_version(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
     assert exit_.value.code == 0
-    version = re.search(r'^version = "([^"]+)"$', (ROOT / "pyproject.toml").read_text(), re.M)[1]  # no tomllib on 3.10
-    assert capsys.readouterr().out.strip() == f"hunyuan-dit {version}" == f"hunyuan-dit {hy.__version__}"
+    assert capsys.readouterr().out.strip() == f"hunyuan-dit {hy.__version__}"  # = pyproject's (test_packaging)
 
 
 def _subparsers(parser):

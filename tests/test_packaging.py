@@ -59,3 +59,38 @@ def test_comfyignore_leaves_out_development_files(tmp_path, path, left_out):
     shutil.copy(ROOT / ".comfyignore", tmp_path / ".gitignore")
     run = subprocess.run(["git", "check-ignore", "--no-index", "-q", path], cwd=tmp_path)
     assert run.returncode == (0 if left_out else 1)
+
+
+def _thumbnails():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("thumbnails", ROOT / "docs" / "thumbnails.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_workflow_has_its_thumbnail():
+    """ComfyUI 0.3.64's template browser loads ``/api/workflow_templates/<pack>/<name>.jpg`` for each workflow."""
+    from PIL import Image
+
+    workflows = sorted((ROOT / "workflows").glob("*.json"))
+    assert workflows
+    for path in workflows:
+        with Image.open(path.with_suffix(".jpg")) as thumbnail:
+            assert thumbnail.format == "JPEG" and thumbnail.size == _thumbnails().SIZE, path.name
+
+
+def test_thumbnail_draws_the_nodes_and_their_wires():
+    thumbnails = _thumbnails()
+    assert thumbnails.node_name({"type": "HunyuanDiTVAEDecode"}) == "VAE Decode"
+    assert thumbnails.node_name({"type": "HunyuanDiTCheckpointLoader"}) == "Checkpoint Loader"
+    assert thumbnails.node_name({"type": "SaveImage", "title": "Save"}) == "Save"
+    graph = {"nodes": [{"id": 1, "type": "A", "pos": [0, 0], "size": [200, 200]},
+                       {"id": 2, "type": "B", "pos": [600, 0], "size": [200, 200]}],
+             "links": [[1, 1, 0, 2, 0, "LATENT"]]}
+    picture = thumbnails.render(graph, size=(400, 200))  # scale 0.46: the nodes span x 16..108 and 292..384
+    assert picture.getpixel((60, 120)) == picture.getpixel((340, 120)) == thumbnails.BODY
+    assert picture.getpixel((200, 120)) == thumbnails.BACKGROUND
+    wire = thumbnails.WIRE_COLOURS["LATENT"]
+    assert any(picture.getpixel((200, y)) == wire for y in range(200))  # the wire crosses the gap
