@@ -118,7 +118,8 @@ def _request(args: argparse.Namespace) -> GenerationParams:
     from .images import open_image
     from .metadata import Resource
 
-    given = {field: getattr(args, option) for option, field in OPTION_FIELDS.items() if getattr(args, option) is not None}
+    given = {field: getattr(args, option) for option, field in OPTION_FIELDS.items()
+             if getattr(args, option) is not None}
     if args.lora:
         given["loras"] = [Resource(path, None, strength) for path, strength in args.lora]
     if args.from_png is not None:
@@ -162,7 +163,8 @@ def _generate(args: argparse.Namespace) -> int:
     check_generate(  # every argument, before any model loads
         prompt=p.prompt, negative_prompt=p.negative_prompt, device=args.device, width=p.width, height=p.height,
         steps=p.steps, guidance_scale=p.guidance_scale, guidance_rescale=p.guidance_rescale, sampler=p.sampler,
-        seed=p.seed - p.batch_index, batch_size=p.batch_size, beta_end=p.beta_end, strength=p.strength if p.image else 1.0,
+        seed=p.seed - p.batch_index, batch_size=p.batch_size, beta_end=p.beta_end,
+        strength=p.strength if p.image else 1.0,
     )
     # The rest that can fail is checked before the DiT loads too, so a long run never ends with nothing saved:
     # the output folder, the images, the --upscale model and the --lora files (small: loading them is the check).

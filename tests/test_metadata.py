@@ -15,7 +15,8 @@ from hunyuan_core.model.text_encoder import DEFAULT_NEGATIVE_PROMPT
 def _params(**extra):
     return GenerationParams(
         prompt="一只戴着墨镜的柴犬, at the sea", negative_prompt=None, width=1280, height=768, steps=30,
-        guidance_scale=6.5, seed=7, sampler="euler", model="models/hunyuan_dit_1.2.safetensors", model_hash="0123456789",
+        guidance_scale=6.5, seed=7, sampler="euler", model="models/hunyuan_dit_1.2.safetensors",
+        model_hash="0123456789",
         loras=[Resource("loras/porcelain", "abcdef0123", 0.8)],
         controlnets=[ControlUse("cn/canny.safetensors", "fedcba9876", 1.0, 0.0, 0.5, "edges.png")],
         version="0.1.0", **extra,
@@ -29,8 +30,8 @@ def _save(tmp_path, params, name="p.png"):
 
 
 def test_json_chunk_round_trips_every_field(tmp_path):
-    params = _params(batch_size=2, batch_index=1, guidance_rescale=0.7, beta_end=0.02, variant="ema", dtype="fp16", bert_vocab="v.txt",
-                     image="in.png", strength=0.6, mask="m.png", upscale="x4.pth")
+    params = _params(batch_size=2, batch_index=1, guidance_rescale=0.7, beta_end=0.02, variant="ema", dtype="fp16",
+                     bert_vocab="v.txt", image="in.png", strength=0.6, mask="m.png", upscale="x4.pth")
     path = _save(tmp_path, params)
     assert read_params(path) == params
     with Image.open(path) as img:

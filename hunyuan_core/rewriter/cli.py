@@ -213,10 +213,10 @@ def _turn(pipe: Callable, rewriter: Rewriter, session: Session, text: str, instr
         strength = result.strength or 1.0
         image = pipe(result.prompt, width=args.width, height=args.height, steps=args.steps, guidance_scale=args.cfg,
                      seed=result.seed, image=init, strength=strength).images[0]
+        source = {"image": str(result.init_image), "strength": strength} if init is not None else {}
         params = GenerationParams(
             result.prompt, width=args.width, height=args.height, steps=args.steps, guidance_scale=args.cfg,
-            seed=result.seed, model=args.model, model_hash=args.model_hash, dtype=args.dtype,
-            image=str(result.init_image) if init else None, strength=strength if init else None,
+            seed=result.seed, model=args.model, model_hash=args.model_hash, dtype=args.dtype, **source,
         )
         path = save_new(args.out, f"{stem}_{len(session.turns):02d}_{result.seed}", ".png",
                         lambda tmp: image.save(tmp, format="PNG", pnginfo=png_info(params)))
