@@ -136,7 +136,7 @@ def _request(args: argparse.Namespace) -> GenerationParams:
     if params.image is not None and params.strength is None:
         params.strength = DEFAULT_STRENGTH
     width, height, steps = size_and_steps(params.model)
-    if params.image is not None and "width" not in given and "height" not in given and args.from_png is None:
+    if params.image is not None and ("width" not in given or "height" not in given) and args.from_png is None:
         w, h = open_image(params.image).size
         width, height = max(16, round(w / 16) * 16), max(16, round(h / 16) * 16)
         if (width, height) != (w, h):
