@@ -5,10 +5,13 @@
     image = pipe("一只戴着墨镜的柴犬", seed=42).images[0]
 """
 
+__version__ = "0.1.0"  # the release; pyproject.toml's [project] version says the same (tested)
+
 from .adapters import IPAdapter, LoRA, apply_loras, convert_image_encoder, load_ip_adapter, load_lora
 from .controlnet import Control, ControlNet, PreparedControl, check_controlnet, load_controlnet, prepare_controls
 from .errors import HunyuanError, InputError, ModelFileError, NumericsError, OutputError
 from .loaders import load_dit, load_parts, load_text_encoder, load_vae
+from .metadata import GenerationParams, read_params
 from .pipeline import HunyuanDiTPipeline, PipelineOutput, load_pipeline
 from .rewriter import load_rewriter
 from .sampling.image_prompt import ImagePrompt
@@ -19,8 +22,8 @@ from .upscaler import Upscaler, load_upscaler, upscale_images
 
 __all__ = [
     "Control", "ControlNet", "PreparedControl", "check_controlnet", "load_controlnet", "prepare_controls",
-    "HunyuanDiTPipeline", "HunyuanError", "IPAdapter", "ImagePrompt", "InputError", "LoRA", "ModelFileError", "NumericsError", "OutputError", "PRESETS",
+    "GenerationParams", "HunyuanDiTPipeline", "HunyuanError", "IPAdapter", "ImagePrompt", "InputError", "LoRA", "ModelFileError", "NumericsError", "OutputError", "PRESETS",
     "PipelineOutput", "SAMPLERS",
     "Upscaler", "apply_loras", "convert_image_encoder", "load_dit", "load_ip_adapter", "load_lora", "load_parts", "load_pipeline", "load_rewriter", "load_text_encoder", "load_upscaler", "load_vae",
-    "sample", "upscale_images",
+    "read_params", "sample", "upscale_images",
 ]

@@ -157,6 +157,7 @@ def test_chat_has_a_flag_for_plain_http(monkeypatch, tmp_path, capsys):
         text_encoder = argparse.Namespace(mt5_tokenizer=lambda text, add_special_tokens: {"input_ids": text.split()})
 
     monkeypatch.setattr(hunyuan_core.pipeline, "load_pipeline", lambda *a, **k: Pipe())
+    monkeypatch.setattr("hunyuan_core.formats.hashes.model_hash", lambda *a, **k: "0123456789")  # no model file
     monkeypatch.setenv("HUNYUAN_REWRITER_API_KEY", KEY)
     monkeypatch.setattr("sys.stdin", io.StringIO("/quit\n"))
     argv = ["chat", "--model", "unused", "--rewriter", "http://192.0.2.7:8080/v1", "--rewriter-model", "m",

@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from hunyuan_core.errors import InputError
+from hunyuan_core.metadata import read_params
 from hunyuan_core.rewriter import (
     BackendError,
     Instruction,
@@ -234,6 +235,10 @@ def test_chat_loop_draws_each_turn_with_history_seed_and_previous_image(server, 
     session = SessionStore(tmp_path / "sessions").load("demo")
     assert [t.refused for t in session.turns] == [False, False, True]
     assert all(Path(t.image).is_file() for t in session.turns[:2]) and session.turns[2].image is None
+    drawn = read_params(session.turns[1].image)  # each picture carries what drew it
+    assert (drawn.prompt, drawn.seed, drawn.width, drawn.height, drawn.steps, drawn.model) == (
+        "画一个木制的鸟；变成玻璃的（第2轮）", 7, 64, 48, 3, "unused")
+    assert (drawn.image, drawn.strength) == (session.turns[0].image, 0.6)
 
     # The same session continues in a new run: its history is sent again.
     pipe = FakePipe()

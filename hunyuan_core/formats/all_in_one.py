@@ -74,9 +74,9 @@ def load_text_encoder_from_single_file(
         raise ModelFileError(f"all-in-one checkpoint: no mT5 tokenizer: expected the uint8 tensor '{SPIECE_KEY}'")
     if bert_vocab is None:
         raise ModelFileError(
-            "all-in-one checkpoint: the file carries no BERT vocabulary; pass bert_vocab= a vocab.txt or a "
-            "BERT tokenizer folder (the official ckpts/t2i/tokenizer, or ComfyUI's "
-            "comfy/text_encoders/hydit_clip_tokenizer)"
+            f"all-in-one checkpoint: the file carries no BERT vocabulary and there is no '{BERT_TOKENIZER_FOLDER}/' "
+            "folder beside it; pass --bert-vocab / bert_vocab= a vocab.txt or a BERT tokenizer folder (the official "
+            f"ckpts/t2i/tokenizer, or ComfyUI's comfy/text_encoders/{BERT_TOKENIZER_FOLDER})"
         )
     spiece = sd[SPIECE_KEY]
     if spiece.dtype != torch.uint8 or spiece.ndim != 1:

@@ -80,8 +80,12 @@ def read_dit_weights(files: ModelFiles, variant: str | None = None) -> StateDict
 
 
 def read_text_encoder(files: ModelFiles, device: torch.device, dtype: torch.dtype, bert_vocab: str | os.PathLike | None = None):
-    """BERT + mT5 with their tokenizers; ``bert_vocab`` for an all-in-one file (which carries none)."""
+    """BERT + mT5 with their tokenizers; ``bert_vocab`` for an all-in-one file (which carries none), by default
+    the ``hydit_clip_tokenizer/`` folder beside the file when there is one (``make-tiny``/``convert`` write it)."""
     if files.is_single_file:
+        beside = all_in_one.bert_vocab_beside(files.dit)
+        if bert_vocab is None and beside.is_file():
+            bert_vocab = beside.parent
         return all_in_one.load_text_encoder_from_single_file(files.checkpoint, bert_vocab, device, dtype)
     require_whole_model(files, "the text encoders (BERT + mT5)")
     te = files.text_encoder

@@ -17,6 +17,7 @@ from typing import TextIO
 
 from ..errors import HunyuanError, InputError
 from ..images import open_image
+from ..metadata import GenerationParams, png_info
 from ..outputs import check_writable_dir, save_new
 from ..settings.devices import DTYPES
 from ..settings.limits import MAX_SEED
@@ -43,9 +44,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--session-dir", type=Path, default=None,
                    help="where sessions are kept (default: the user's config folder)")
     p.add_argument("--out", type=Path, default=Path("outputs"), help="folder for the pictures")
-    p.add_argument("--width", type=int, default=1024)
-    p.add_argument("--height", type=int, default=1024)
-    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--width", type=int, help="picture width, a multiple of 16 (default: 1024, 256 for --model tiny)")
+    p.add_argument("--height", type=int, help="picture height, a multiple of 16 (default: 1024, 256 for --model tiny)")
+    p.add_argument("--steps", type=int, help="sampling steps (default: 50, 4 for --model tiny)")
     p.add_argument("--cfg", type=float, default=6.0, help="guidance scale")
     p.add_argument("--seed", type=int, default=None, help="drawing seed of a new session (default: random)")
     p.add_argument("--new-seed-each-turn", action="store_true", help="draw turn i with seed + i instead of one seed")
@@ -60,14 +61,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--allow-insecure-http", action="store_true",
                    help="send the API key ($HUNYUAN_REWRITER_API_KEY) over plain http:// to another machine "
                         "(only on a network you trust; https:// and this machine's servers need no flag)")
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None, choices=list(DTYPES))
-    p.set_defaults(func=run)
+    p.add_argument("--device", default=None, help="cuda, cpu, mps, cuda:1, ... (default: the GPU if there is one)")
+    p.add_argument("--dtype", default=None, choices=list(DTYPES),
+                   help="weights' precision (default: fp16 on GPUs, fp32 on the CPU)")
+    p.set_defaults(func=run, model_hash=None)  # run() hashes the model once, for the pictures' metadata
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the drawing pipeline and the rewriter, then chat on stdin/stdout."""
+    from ..cli import size_and_steps
+    from ..formats.hashes import model_hash
     from ..pipeline import load_pipeline
     from ..tiny import make_tiny
     from .loader import load_rewriter
@@ -83,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
         if "tiny" in (args.model, args.rewriter):
             print("note: 'tiny' models are random and built on the fly: they check an install, they do not draw",
                   file=sys.stderr)
+        width, height, steps = size_and_steps(args.model)
+        args.width, args.height = args.width or width, args.height or height
+        args.steps = args.steps if args.steps is not None else steps
         pipe = load_pipeline(model, device=args.device, dtype=args.dtype)
         rewriter = load_rewriter(
             rewriter_path, device=args.device, dtype=args.dtype, model=args.rewriter_model, quantize=args.quantize,
@@ -90,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
             allow_insecure_http=args.allow_insecure_http,
             count_tokens=tokenizer_counter(pipe.text_encoder.mt5_tokenizer),
         )
+        args.model_hash = None if args.model == "tiny" else model_hash(model)  # tiny: rebuilt, not a file
         return chat(pipe, rewriter, args, sys.stdin, sys.stdout)  # tiny weights may be memory-mapped from tmp
 
 
@@ -202,10 +210,16 @@ def _turn(pipe: Callable, rewriter: Rewriter, session: Session, text: str, instr
         _say(out, f"(cut to fit the text encoder: {result.truncated})")
     try:
         init = open_image(result.init_image).convert("RGB") if result.init_image else None
+        strength = result.strength or 1.0
         image = pipe(result.prompt, width=args.width, height=args.height, steps=args.steps, guidance_scale=args.cfg,
-                     seed=result.seed, image=init, strength=result.strength or 1.0).images[0]
+                     seed=result.seed, image=init, strength=strength).images[0]
+        source = {"image": str(result.init_image), "strength": strength} if init is not None else {}
+        params = GenerationParams(
+            result.prompt, width=args.width, height=args.height, steps=args.steps, guidance_scale=args.cfg,
+            seed=result.seed, model=args.model, model_hash=args.model_hash, dtype=args.dtype, **source,
+        )
         path = save_new(args.out, f"{stem}_{len(session.turns):02d}_{result.seed}", ".png",
-                        lambda tmp: image.save(tmp, format="PNG"))
+                        lambda tmp: image.save(tmp, format="PNG", pnginfo=png_info(params)))
     except BaseException:
         session.undo()  # no picture, no turn: the conversation stays what was drawn
         raise
