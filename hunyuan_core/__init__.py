@@ -6,6 +6,7 @@
 """
 
 from .adapters import LoRA, apply_loras, load_lora
+from .batch import render
 from .errors import HunyuanError, InputError, ModelFileError, NumericsError, OutputError
 from .loaders import load_dit, load_parts, load_text_encoder, load_vae
 from .pipeline import HunyuanDiTPipeline, PipelineOutput, load_pipeline
@@ -19,5 +20,5 @@ __all__ = [
     "HunyuanDiTPipeline", "HunyuanError", "InputError", "LoRA", "ModelFileError", "NumericsError", "OutputError", "PRESETS",
     "PipelineOutput", "SAMPLERS",
     "Upscaler", "apply_loras", "load_dit", "load_lora", "load_parts", "load_pipeline", "load_rewriter", "load_text_encoder", "load_upscaler", "load_vae",
-    "sample", "upscale_images",
+    "render", "sample", "upscale_images",
 ]

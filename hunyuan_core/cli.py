@@ -201,11 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--overwrite", action="store_true", help="replace files already at --out")
     c.set_defaults(func=_convert)
 
+    from .batch.cli import add_parser as add_render
     from .rewriter.cli import add_parser as add_chat
     from .upscaler.cli import add_parser as add_upscale
 
     add_upscale(sub)
     add_chat(sub)
+    add_render(sub)
     return parser
 
 

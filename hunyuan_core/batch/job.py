@@ -1,0 +1,203 @@
+"""A render job: a JSONL or CSV file, one request per row, expanded to one item per (row, seed).
+
+Every row is checked on its own: a row with an unknown key, a bad value or no prompt becomes a
+:class:`RowError` (recorded in the manifest as failed, with the reason), never an exception that stops the job.
+Each item's file name is derived from its request's content, so the same request always maps to the same file.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InputError
+from ..sampling.schedulers import SAMPLERS
+from ..settings.limits import MAX_JOB_ITEMS
+from ..settings.validate import check_generate, check_seed
+
+# The defaults of `hunyuan-dit generate`, so a row renders what the same generate call draws.
+DEFAULTS = {"negative_prompt": None, "width": 1024, "height": 1024, "steps": 50, "guidance_scale": 6.0,
+            "guidance_rescale": 0.0, "sampler": "ddpm", "loras": []}
+KEYS = ("prompt", "seeds", *DEFAULTS)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image to render: the row it came from, its seed, the ``pipe(...)`` keyword arguments and its file name."""
+
+    row: int
+    seed: int
+    request: dict
+    name: str
+
+    @property
+    def encoding(self) -> str:
+        """Items with equal keys share one text encoding (same prompts, same LoRA set)."""
+        r = self.request
+        return json.dumps([r["loras"], r["prompt"], r["negative_prompt"]], ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class RowError:
+    """A row that cannot be rendered, and why."""
+
+    row: int
+    error: str
+
+    @property
+    def name(self) -> str:
+        return f"row-{self.row}"
+
+
+@dataclass
+class Job:
+    """The items of a job file in file order, and its rows that failed to parse."""
+
+    path: Path
+    items: list[Item]
+    errors: list[RowError]
+
+
+def parse_seeds(value: object) -> list[int]:
+    """``42``, ``[1, 5, 9]``, ``"0:8"`` (start:count) or, in CSV, ``"1;5;9"`` -> the list of seeds."""
+    if isinstance(value, str):
+        text = value.strip()
+        if ":" in text:
+            start, _, count = text.partition(":")
+            start, count = _int("seeds start", start), _int("seeds count", count)
+            if not 1 <= count <= MAX_JOB_ITEMS:
+                raise InputError(f"seeds count must be between 1 and {MAX_JOB_ITEMS}, found {count}")
+            check_seed(start, count)
+            return list(range(start, start + count))
+        value = [_int("seed", s) for s in re.split(r"[;\s]+", text) if s]
+    seeds = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(seeds, list) or not seeds or len(seeds) > MAX_JOB_ITEMS:
+        raise InputError(f"seeds must be a seed, a non-empty list of seeds or 'start:count', found {value!r:.80}")
+    return [check_seed(s) for s in seeds]
+
+
+def parse_loras(value: object, base: Path) -> list[list]:
+    """``["style.safetensors:0.7", ["other.safetensors", 1.0]]`` or, in CSV, ``"style.safetensors:0.7;other"``
+    -> ``[[absolute path, strength], ...]``; relative paths are relative to the job file's folder."""
+    from ..adapters.merge import check_strength
+    from ..cli import lora_argument
+
+    entries = [e for e in value.split(";") if e.strip()] if isinstance(value, str) else value
+    if not isinstance(entries, list):
+        raise InputError(f"loras must be a list of 'FILE[:STRENGTH]' or [FILE, STRENGTH], found {value!r:.80}")
+    loras = []
+    for entry in entries:
+        if isinstance(entry, str):
+            path, strength = lora_argument(entry.strip())
+        elif isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str):
+            path, strength = entry
+        else:
+            raise InputError(f"a LoRA must be 'FILE[:STRENGTH]' or [FILE, STRENGTH], found {entry!r:.80}")
+        path = base / os.path.expanduser(path)
+        if not path.exists():
+            raise InputError(f"LoRA '{path}' does not exist")
+        loras.append([str(path.resolve()), check_strength(str(path), strength)])
+    return loras
+
+
+def _int(name: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"{name} must be an integer, found {text!r:.40}") from None
+
+
+def _float(name: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(f"{name} must be a number, found {text!r:.40}") from None
+
+
+# How a CSV cell (always text) becomes the value a JSONL row would hold.
+CSV_TYPES: dict[str, Callable[[str, str], object]] = {
+    "width": _int, "height": _int, "steps": _int, "guidance_scale": _float, "guidance_rescale": _float,
+}
+
+
+def item_name(request: dict, seed: int) -> str:
+    """``<words of the prompt>_<seed>_<hash of the request>.png``: readable, and the same for the same request."""
+    digest = hashlib.sha256(json.dumps([request, seed], sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    words = "-".join(re.findall(r"[a-z0-9]+", request["prompt"].lower()))[:40].strip("-") or "hunyuan"
+    return f"{words}_{seed}_{digest[:16]}.png"
+
+
+def request_items(row: int, values: dict, base: Path) -> list[Item]:
+    """One row's values -> its items, or :class:`InputError` naming what is wrong."""
+    unknown = sorted(set(values) - set(KEYS))
+    if unknown:
+        raise InputError(f"unknown key(s) {', '.join(map(repr, unknown))}; expected some of {', '.join(KEYS)}")
+    if "prompt" not in values:
+        raise InputError("the row has no prompt")
+    request = {**DEFAULTS, **{k: v for k, v in values.items() if k != "seeds"}}
+    if request["sampler"] not in SAMPLERS:
+        raise InputError(f"unknown sampler {request['sampler']!r:.40}; expected one of {', '.join(SAMPLERS)}")
+    request["loras"] = parse_loras(request["loras"], base)
+    seeds = parse_seeds(values.get("seeds", 42))
+    settings = {k: request[k] for k in ("width", "height", "steps", "guidance_scale", "guidance_rescale", "sampler")}
+    check_generate(prompt=request["prompt"], negative_prompt=request["negative_prompt"], seed=seeds[0], **settings)
+    return [Item(row, seed, request, item_name(request, seed)) for seed in seeds]
+
+
+def _jsonl_rows(text: str) -> Iterator[tuple[int, dict | InputError]]:
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            values = json.loads(line)
+        except (ValueError, RecursionError) as exc:
+            yield number, InputError(f"not valid JSON ({str(exc)[:120]})")
+            continue
+        yield number, values if isinstance(values, dict) else InputError(
+            f"a row must be a JSON object, found {type(values).__name__}")
+
+
+def _csv_rows(text: str) -> Iterator[tuple[int, dict | InputError]]:
+    reader = csv.DictReader(text.splitlines())
+    for values in reader:
+        number = reader.line_num
+        if None in values or None in values.values():
+            yield number, InputError(f"the row has a different number of cells than the header ({reader.fieldnames})")
+            continue
+        try:
+            yield number, {k.strip(): CSV_TYPES.get(k.strip(), lambda _, v: v)(k.strip(), v.strip())
+                           for k, v in values.items() if v.strip()}
+        except InputError as exc:
+            yield number, exc
+
+
+def read_job(path: str | os.PathLike) -> Job:
+    """Read a ``.jsonl`` or ``.csv`` job; rows are numbered by their line in the file (the CSV header is line 1)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".jsonl", ".csv"):
+        raise InputError(f"a job is a .jsonl or .csv file, found '{path}'")
+    if not path.is_file():
+        raise InputError(f"job file '{path}' does not exist or is not a regular file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"job file '{path}' cannot be read ({exc})") from None
+    rows = _csv_rows(text) if path.suffix.lower() == ".csv" else _jsonl_rows(text)
+    items: list[Item] = []
+    errors: list[RowError] = []
+    for number, values in rows:
+        try:
+            if isinstance(values, InputError):
+                raise values
+            items += request_items(number, values, path.parent)
+        except InputError as exc:
+            errors.append(RowError(number, str(exc)))
+        if len(items) > MAX_JOB_ITEMS:
+            raise InputError(f"job '{path}' asks for more than {MAX_JOB_ITEMS:,} images; split it into several jobs")
+    return Job(path, items, errors)
