@@ -5,10 +5,13 @@
     image = pipe("一只戴着墨镜的柴犬", seed=42).images[0]
 """
 
+__version__ = "0.1.0"  # the release; pyproject.toml's [project] version says the same (tested)
+
 from .adapters import LoRA, apply_loras, load_lora
 from .batch import render
 from .errors import HunyuanError, InputError, ModelFileError, NumericsError, OutputError
 from .loaders import load_dit, load_parts, load_text_encoder, load_vae
+from .metadata import GenerationParams, read_params
 from .pipeline import HunyuanDiTPipeline, PipelineOutput, load_pipeline
 from .rewriter import load_rewriter
 from .sampling.sample import sample
@@ -17,8 +20,8 @@ from .settings.sizes import PRESETS
 from .upscaler import Upscaler, load_upscaler, upscale_images
 
 __all__ = [
-    "HunyuanDiTPipeline", "HunyuanError", "InputError", "LoRA", "ModelFileError", "NumericsError", "OutputError", "PRESETS",
+    "GenerationParams", "HunyuanDiTPipeline", "HunyuanError", "InputError", "LoRA", "ModelFileError", "NumericsError", "OutputError", "PRESETS",
     "PipelineOutput", "SAMPLERS",
     "Upscaler", "apply_loras", "load_dit", "load_lora", "load_parts", "load_pipeline", "load_rewriter", "load_text_encoder", "load_upscaler", "load_vae",
-    "render", "sample", "upscale_images",
+    "read_params", "render", "sample", "upscale_images",
 ]
