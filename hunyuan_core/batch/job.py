@@ -13,34 +13,43 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..errors import InputError
+from ..formats.hashes import weights_hash
+from ..metadata import GenerationParams, Resource
 from ..sampling.schedulers import SAMPLERS
 from ..settings.limits import MAX_JOB_ITEMS
 from ..settings.validate import check_generate, check_seed
 
-# The defaults of `hunyuan-dit generate`, so a row renders what the same generate call draws.
-DEFAULTS = {"negative_prompt": None, "width": 1024, "height": 1024, "steps": 50, "guidance_scale": 6.0,
-            "guidance_rescale": 0.0, "sampler": "ddpm", "loras": []}
-KEYS = ("prompt", "seeds", *DEFAULTS)
+# What a row may set; the rest of GenerationParams (model, precision, ...) is the job's. Defaults are
+# GenerationParams', which are `hunyuan-dit generate`'s, so a row draws what the same generate call draws.
+SETTINGS = ("negative_prompt", "width", "height", "steps", "guidance_scale", "guidance_rescale", "sampler")
+KEYS = ("prompt", "seeds", *SETTINGS, "loras")
 
 
 @dataclass(frozen=True)
 class Item:
-    """One image to render: the row it came from, its seed, the ``pipe(...)`` keyword arguments and its file name."""
+    """One image to render: the row it came from, everything that decides its pixels, and its file name."""
 
     row: int
-    seed: int
-    request: dict
+    params: GenerationParams
     name: str
 
     @property
     def encoding(self) -> str:
         """Items with equal keys share one text encoding (same prompts, same LoRA set)."""
-        r = self.request
-        return json.dumps([r["loras"], r["prompt"], r["negative_prompt"]], ensure_ascii=False)
+        p = self.params
+        return json.dumps([[[r.name, r.strength] for r in p.loras], p.prompt, p.negative_prompt], ensure_ascii=False)
+
+    def to_json(self) -> str:
+        return json.dumps({"row": self.row, "name": self.name, "params": self.params.to_json()}, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Item":
+        data = json.loads(text)
+        return cls(data["row"], GenerationParams.from_json(data["params"], f"item {data['name']}"), data["name"])
 
 
 @dataclass(frozen=True)
@@ -82,9 +91,9 @@ def parse_seeds(value: object) -> list[int]:
     return [check_seed(s) for s in seeds]
 
 
-def parse_loras(value: object, base: Path) -> list[list]:
+def parse_loras(value: object, base: Path) -> list[Resource]:
     """``["style.safetensors:0.7", ["other.safetensors", 1.0]]`` or, in CSV, ``"style.safetensors:0.7;other"``
-    -> ``[[absolute path, strength], ...]``; relative paths are relative to the job file's folder."""
+    -> LoRAs by absolute path, hash and strength; relative paths are relative to the job file's folder."""
     from ..adapters.merge import check_strength
     from ..cli import lora_argument
 
@@ -102,7 +111,7 @@ def parse_loras(value: object, base: Path) -> list[list]:
         path = base / os.path.expanduser(path)
         if not path.exists():
             raise InputError(f"LoRA '{path}' does not exist")
-        loras.append([str(path.resolve()), check_strength(str(path), strength)])
+        loras.append(Resource(str(path.resolve()), weights_hash(path), check_strength(str(path), strength)))
     return loras
 
 
@@ -126,28 +135,40 @@ CSV_TYPES: dict[str, Callable[[str, str], object]] = {
 }
 
 
-def item_name(request: dict, seed: int) -> str:
-    """``<words of the prompt>_<seed>_<hash of the request>.png``: readable, and the same for the same request."""
-    digest = hashlib.sha256(json.dumps([request, seed], sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-    words = "-".join(re.findall(r"[a-z0-9]+", request["prompt"].lower()))[:40].strip("-") or "hunyuan"
-    return f"{words}_{seed}_{digest[:16]}.png"
+def item_name(params: GenerationParams) -> str:
+    """``<words of the prompt>_<seed>_<hash>.png``: readable, and the same for the same request. The hash covers
+    what decides the pixels: files by their content hash (the same weights anywhere give the same name, other
+    weights another), not by path, nor the release that drew it."""
+    content = asdict(params)
+    content.pop("model"), content.pop("version")
+    content["loras"] = [[r.hash, r.strength] for r in params.loras]
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    words = "-".join(re.findall(r"[a-z0-9]+", params.prompt.lower()))[:40].strip("-") or "hunyuan"
+    return f"{words}_{params.seed}_{digest[:16]}.png"
 
 
-def request_items(row: int, values: dict, base: Path) -> list[Item]:
+def request_items(row: int, values: dict, base: Path, job_settings: dict) -> list[Item]:
     """One row's values -> its items, or :class:`InputError` naming what is wrong."""
     unknown = sorted(set(values) - set(KEYS))
     if unknown:
         raise InputError(f"unknown key(s) {', '.join(map(repr, unknown))}; expected some of {', '.join(KEYS)}")
     if "prompt" not in values:
         raise InputError("the row has no prompt")
-    request = {**DEFAULTS, **{k: v for k, v in values.items() if k != "seeds"}}
-    if request["sampler"] not in SAMPLERS:
-        raise InputError(f"unknown sampler {request['sampler']!r:.40}; expected one of {', '.join(SAMPLERS)}")
-    request["loras"] = parse_loras(request["loras"], base)
-    seeds = parse_seeds(values.get("seeds", 42))
-    settings = {k: request[k] for k in ("width", "height", "steps", "guidance_scale", "guidance_rescale", "sampler")}
-    check_generate(prompt=request["prompt"], negative_prompt=request["negative_prompt"], seed=seeds[0], **settings)
-    return [Item(row, seed, request, item_name(request, seed)) for seed in seeds]
+    settings = {k: values[k] for k in SETTINGS if k in values}
+    sampler = settings.get("sampler", "ddpm")
+    if sampler not in SAMPLERS:
+        raise InputError(f"unknown sampler {sampler!r:.40}; expected one of {', '.join(SAMPLERS)}")
+    seeds = parse_seeds(values.get("seeds", GenerationParams.seed))
+    params = GenerationParams(values["prompt"], loras=parse_loras(values.get("loras", []), base), **settings,
+                              **job_settings)
+    check_generate(prompt=params.prompt, negative_prompt=params.negative_prompt, width=params.width,
+                   height=params.height, steps=params.steps, guidance_scale=params.guidance_scale,
+                   guidance_rescale=params.guidance_rescale, sampler=params.sampler, seed=seeds[0])
+    items = []
+    for seed in seeds:
+        seeded = replace(params, seed=seed)
+        items.append(Item(row, seeded, item_name(seeded)))
+    return items
 
 
 def _jsonl_rows(text: str) -> Iterator[tuple[int, dict | InputError]]:
@@ -177,8 +198,9 @@ def _csv_rows(text: str) -> Iterator[tuple[int, dict | InputError]]:
             yield number, exc
 
 
-def read_job(path: str | os.PathLike) -> Job:
-    """Read a ``.jsonl`` or ``.csv`` job; rows are numbered by their line in the file (the CSV header is line 1)."""
+def read_job(path: str | os.PathLike, **job_settings: object) -> Job:
+    """Read a ``.jsonl`` or ``.csv`` job; rows are numbered by their line in the file (the CSV header is line 1).
+    ``job_settings`` are the :class:`GenerationParams` fields every row shares (model, model_hash, dtype, ...)."""
     path = Path(path)
     if path.suffix.lower() not in (".jsonl", ".csv"):
         raise InputError(f"a job is a .jsonl or .csv file, found '{path}'")
@@ -195,7 +217,7 @@ def read_job(path: str | os.PathLike) -> Job:
         try:
             if isinstance(values, InputError):
                 raise values
-            items += request_items(number, values, path.parent)
+            items += request_items(number, values, path.parent, job_settings)
         except InputError as exc:
             errors.append(RowError(number, str(exc)))
         if len(items) > MAX_JOB_ITEMS:

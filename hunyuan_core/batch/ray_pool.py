@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
-from dataclasses import asdict
 
 from ..errors import InputError
 from .job import Item
@@ -55,7 +54,7 @@ def ray_records(items: list[Item], worker_options: dict, workers: int, gpus_per_
     options = {**worker_options, "threads": cpus if not gpus_per_worker else None}
     if not gpus_per_worker and options.get("device") is None:
         options["device"] = "cpu"  # an actor without a GPU share must not take the node's GPU by default
-    rows = [{"item": json.dumps(asdict(item), ensure_ascii=False)} for item in items]
+    rows = [{"item": item.to_json()} for item in items]
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / batch_size)))
     dataset = dataset.map_batches(RenderWorker, fn_constructor_kwargs=options, batch_size=batch_size,
                                   compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus,

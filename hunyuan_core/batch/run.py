@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
+from ..formats.hashes import model_hash
 from ..outputs import check_not_input, check_writable_dir
-from ..settings.validate import check_int
-from .job import Item, Job, read_job
+from ..settings.validate import check_beta_end, check_int
+from .job import Item, read_job
 from .manifest import Manifest
 from .worker import RenderWorker, record
 
@@ -50,7 +51,7 @@ def _in_process(items: list[Item], worker_options: dict) -> Iterator[dict]:
 
 
 def render(
-    job: str | os.PathLike | Job,
+    job: str | os.PathLike,
     model: str | os.PathLike,
     out: str | os.PathLike,
     workers: int = 0,
@@ -64,7 +65,7 @@ def render(
     batch_size: int = 4,
     progress: Callable[[RenderProgress], None] | None = None,
 ) -> RenderReport:
-    """Render every item of ``job`` (a ``.jsonl``/``.csv`` path or a parsed :class:`Job`) into ``out``.
+    """Render every item of the ``job`` file (``.jsonl``/``.csv``) into ``out``.
 
     ``workers`` 0 renders here; N > 0 runs N Ray actors (``ray_address`` None starts a local Ray, "auto" or
     "HOST:PORT" joins a cluster whose nodes see ``model`` and ``out`` at the same paths). ``batch_size`` items go
@@ -76,8 +77,9 @@ def render(
     batch_size = check_int("batch_size", batch_size, 1)
     if gpus_per_worker is not None and not (isinstance(gpus_per_worker, (int, float)) and gpus_per_worker >= 0):
         raise InputError(f"gpus_per_worker must be a number >= 0, found {gpus_per_worker!r}")
-    job = job if isinstance(job, Job) else read_job(job)
-    check_not_input(out, [model, job.path])
+    check_not_input(out, [model, job])
+    job = read_job(job, model=os.fspath(model), model_hash=model_hash(model, variant), variant=variant, dtype=dtype,
+                   bert_vocab=bert_vocab and os.fspath(bert_vocab), beta_end=check_beta_end(beta_end))
     out = check_writable_dir(out)
     manifest = Manifest(out)
     for error in job.errors:
@@ -89,7 +91,7 @@ def render(
     total = len(unique) + len(job.errors)
     done, failed, rendered = len(present), len(job.errors), 0
     options = {"model": os.path.abspath(model), "out": str(out.resolve()), "device": device, "dtype": dtype,
-               "variant": variant, "bert_vocab": bert_vocab and os.path.abspath(bert_vocab), "beta_end": beta_end}
+               "variant": variant, "bert_vocab": bert_vocab and os.path.abspath(bert_vocab)}
     if workers:
         from .ray_pool import import_ray, ray_records
 

@@ -1,8 +1,9 @@
 """A render worker: loads the pipeline once, then renders items into the output folder, one record each.
 
 The same class is a Ray Data actor (``__call__`` takes a batch) and the in-process worker of ``--workers 0``,
-so both paths draw every image with the same call: ``pipe(...)`` with the item's settings, the prompts passed
-as their encodings (the text encoders run once per prompt, not once per image). A file is written once: an
+so both paths draw every image with the same call: ``pipe(**params.pipeline_kwargs())`` with the prompts passed
+as their encodings (the text encoders run once per prompt, not once per image), and save it with the same PNG
+metadata as ``hunyuan-dit generate``. A file is written once: an
 item whose file is already there (a retried batch, a second job on the same folder) is not drawn again.
 """
 
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..errors import HunyuanError, OutputError
+from ..metadata import png_info
 from ..outputs import atomic_path
 from ..pipeline import load_pipeline
 from .job import Item
@@ -27,7 +29,7 @@ ENCODINGS_KEPT = 8  # prompts kept encoded per worker: items arrive grouped by p
 
 def record(item: Item, status: str, **fields: object) -> dict:
     """A manifest line for ``item``."""
-    return {"item": item.name, "row": item.row, "seed": item.seed, "file": item.name, "status": status,
+    return {"item": item.name, "row": item.row, "seed": item.params.seed, "file": item.name, "status": status,
             "seconds": None, "worker": None, "error": None, **fields}
 
 
@@ -36,13 +38,11 @@ class RenderWorker:
     the machine's cores evenly)."""
 
     def __init__(self, model: str, out: str, device: str | None = None, dtype: str | None = None,
-                 variant: str | None = None, bert_vocab: str | None = None, beta_end: float | None = None,
-                 threads: int | None = None):
+                 variant: str | None = None, bert_vocab: str | None = None, threads: int | None = None):
         start = time.perf_counter()
         if threads:
             torch.set_num_threads(threads)
-        self.pipe = load_pipeline(model, device=device, dtype=dtype, variant=variant, bert_vocab=bert_vocab,
-                                  beta_end=beta_end)
+        self.pipe = load_pipeline(model, device=device, dtype=dtype, variant=variant, bert_vocab=bert_vocab)
         self.out = Path(out)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.load_seconds = time.perf_counter() - start
@@ -50,7 +50,7 @@ class RenderWorker:
 
     def __call__(self, batch: dict) -> dict:
         """Ray Data batch ``{"item": [JSON of an Item, ...]}`` -> ``{"record": [JSON manifest line, ...]}``."""
-        items = [Item(**json.loads(text)) for text in batch["item"]]
+        items = [Item.from_json(text) for text in batch["item"]]
         return {"record": [json.dumps(self.render(item), ensure_ascii=False) for item in items]}
 
     def render(self, item: Item) -> dict:
@@ -72,28 +72,25 @@ class RenderWorker:
         if key in self._encodings:
             self._encodings.move_to_end(key)
             return self._encodings[key]
-        pair = (self.pipe.encode_prompt(item.request["prompt"]),
-                self.pipe.encode_prompt(item.request["negative_prompt"], negative=True))
+        pair = (self.pipe.encode_prompt(item.params.prompt),
+                self.pipe.encode_prompt(item.params.negative_prompt, negative=True))
         self._encodings[key] = pair
         if len(self._encodings) > ENCODINGS_KEPT:
             self._encodings.popitem(last=False)
         return pair
 
     def _draw_and_save(self, item: Item, target: Path) -> dict:
-        request = item.request
         marks = [time.perf_counter()]
-        self.pipe.set_loras([(path, strength) for path, strength in request["loras"]])
+        self.pipe.set_loras([(lora.name, lora.strength) for lora in item.params.loras])
         positive, negative = self._encode(item)
         marks.append(time.perf_counter())
         sampled: list[float] = []
-        settings = {k: v for k, v in request.items() if k not in ("prompt", "negative_prompt", "loras")}
-        image = self.pipe(positive, negative_prompt=negative, seed=item.seed, batch_size=1,
-                          progress=lambda step, total, _: sampled.append(time.perf_counter()),
-                          **settings).images[0]
+        kwargs = {**item.params.pipeline_kwargs(), "prompt": positive, "negative_prompt": negative}
+        image = self.pipe(**kwargs, progress=lambda step, total, _: sampled.append(time.perf_counter())).images[0]
         marks += [sampled[-1], time.perf_counter()]
         try:
             with atomic_path(target, overwrite=False) as tmp:
-                image.save(tmp, format="PNG")
+                image.save(tmp, format="PNG", pnginfo=png_info(item.params))
         except OutputError:
             if not target.exists():
                 raise
