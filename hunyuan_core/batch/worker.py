@@ -60,29 +60,30 @@ class RenderWorker:
         if target.exists():
             return record(item, "done", seconds=0.0, worker=self.name, rendered=False)
         try:
-            times = self._draw_and_save(item, target)
+            times, encoded = self._draw_and_save(item, target)
         except (HunyuanError, RuntimeError, OSError) as exc:  # bad settings, NaN, out of memory, full disk
             return record(item, "failed", seconds=time.perf_counter() - start, worker=self.name,
                           error=f"{type(exc).__name__}: {exc}")
         return record(item, "done", seconds=time.perf_counter() - start, worker=self.name, rendered=True,
-                      times=times, load_seconds=self.load_seconds)
+                      encoded=encoded, times=times, load_seconds=self.load_seconds)
 
-    def _encode(self, item: Item) -> tuple:
+    def _encode(self, item: Item) -> tuple[tuple, bool]:
+        """The (positive, negative) encodings of the item's prompts, and whether they were computed now."""
         key = item.encoding
         if key in self._encodings:
             self._encodings.move_to_end(key)
-            return self._encodings[key]
+            return self._encodings[key], False
         pair = (self.pipe.encode_prompt(item.params.prompt),
                 self.pipe.encode_prompt(item.params.negative_prompt, negative=True))
         self._encodings[key] = pair
         if len(self._encodings) > ENCODINGS_KEPT:
             self._encodings.popitem(last=False)
-        return pair
+        return pair, True
 
-    def _draw_and_save(self, item: Item, target: Path) -> dict:
+    def _draw_and_save(self, item: Item, target: Path) -> tuple[dict, bool]:
         marks = [time.perf_counter()]
         self.pipe.set_loras([(lora.name, lora.strength) for lora in item.params.loras])
-        positive, negative = self._encode(item)
+        (positive, negative), encoded = self._encode(item)
         marks.append(time.perf_counter())
         sampled: list[float] = []
         kwargs = {**item.params.pipeline_kwargs(), "prompt": positive, "negative_prompt": negative}
@@ -96,4 +97,5 @@ class RenderWorker:
                 raise
             # another worker wrote the same image (same request -> same file, same pixels) a moment earlier
         marks.append(time.perf_counter())
-        return dict(zip(("encode", "sample", "decode", "write"), (b - a for a, b in zip(marks, marks[1:]))))
+        times = dict(zip(("encode", "sample", "decode", "write"), (b - a for a, b in zip(marks, marks[1:]))))
+        return times, encoded
