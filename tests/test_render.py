@@ -115,7 +115,7 @@ def test_in_process_render_is_the_pipeline_call_and_generate(tiny_official, tmp_
     assert sorted(r["file"] for r in records if r["status"] == "done") == [f.name for f in files]
     assert sorted(r["row"] for r in records if r["status"] == "failed") == [3, 4, 5]
     done = [r for r in records if r["status"] == "done"]
-    assert all(r["rendered"] and r["seconds"] > 0 and set(r["times"]) == {"encode", "sample", "decode", "write"}
+    assert all(r["drawn"] and r["seconds"] > 0 and set(r["times"]) == {"encode", "sample", "decode", "write"}
                for r in done)
     # one encoding per prompt: the second fox item found the first one's
     assert sorted(r["encoded"] for r in done) == [False, True, True]

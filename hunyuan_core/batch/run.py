@@ -34,7 +34,8 @@ class RenderProgress:
 
 @dataclass
 class RenderReport:
-    """What a job run did: ``rendered`` images drawn now, ``skipped`` already there, ``failed`` items and rows."""
+    """What a job run did: ``rendered`` images made by this run, ``skipped`` already there before it, ``failed``
+    items and rows."""
 
     total: int
     rendered: int
@@ -89,7 +90,7 @@ def render(
     present = [item for item in unique if (out / item.name).exists()]
     todo = sorted((item for item in unique if not (out / item.name).exists()), key=lambda item: item.encoding)
     total = len(unique) + len(job.errors)
-    done, failed, rendered = len(present), len(job.errors), 0
+    done, failed = len(present), len(job.errors)
     options = {"model": os.path.abspath(model), "out": str(out.resolve()), "device": device, "dtype": dtype,
                "variant": variant, "bert_vocab": bert_vocab and os.path.abspath(bert_vocab)}
     if workers:
@@ -107,7 +108,6 @@ def render(
         manifest.append(result)
         done += result["status"] == "done"
         failed += result["status"] == "failed"
-        rendered += bool(result.get("rendered"))
         if progress is not None:
             elapsed = time.perf_counter() - run_start
             finished = done + failed - len(present) - len(job.errors)
@@ -115,4 +115,4 @@ def render(
             left = total - done - failed
             progress(RenderProgress(done, failed, total, rate, left / rate if rate > 0 else None))
     manifest.compact(record(item, "done") for item in present)
-    return RenderReport(total, rendered, len(present), failed, time.perf_counter() - start, manifest.path)
+    return RenderReport(total, done - len(present), len(present), failed, time.perf_counter() - start, manifest.path)

@@ -58,13 +58,13 @@ class RenderWorker:
         start = time.perf_counter()
         target = self.out / item.name
         if target.exists():
-            return record(item, "done", seconds=0.0, worker=self.name, rendered=False)
+            return record(item, "done", seconds=0.0, worker=self.name, drawn=False)
         try:
             times, encoded = self._draw_and_save(item, target)
         except (HunyuanError, RuntimeError, OSError) as exc:  # bad settings, NaN, out of memory, full disk
             return record(item, "failed", seconds=time.perf_counter() - start, worker=self.name,
                           error=f"{type(exc).__name__}: {exc}")
-        return record(item, "done", seconds=time.perf_counter() - start, worker=self.name, rendered=True,
+        return record(item, "done", seconds=time.perf_counter() - start, worker=self.name, drawn=True,
                       encoded=encoded, times=times, load_seconds=self.load_seconds)
 
     def _encode(self, item: Item) -> tuple[tuple, bool]:
