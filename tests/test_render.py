@@ -28,6 +28,7 @@ def test_jsonl_rows_expand_to_items_and_bad_rows_are_reasons(tmp_path):
         {"prompt": "x", "colour": "red"},
         {"prompt": "x", "seeds": "3:0"},
         {"prompt": "x", "steps": "20"},
+        {"prompt": ["x", "y"]},
     ]), **JOB)
     assert [(i.row, i.params.seed) for i in job.items] == [(1, 10), (1, 11), (1, 12), (2, 7), (2, 9)]
     fox = job.items[0].params
@@ -38,12 +39,13 @@ def test_jsonl_rows_expand_to_items_and_bad_rows_are_reasons(tmp_path):
     assert (cat.width, cat.height, cat.steps, cat.guidance_scale, cat.sampler, cat.negative_prompt) == (
         1024, 1024, 50, 4.0, "euler", None)
     reasons = {e.row: e.error for e in job.errors}
-    assert sorted(reasons) == [3, 4, 5, 6, 7, 8]
+    assert sorted(reasons) == [3, 4, 5, 6, 7, 8, 9]
     for row, (_, expected) in enumerate(BAD_ROWS, 3):
         assert expected in reasons[row]
     assert "unknown key(s) 'colour'" in reasons[6]
     assert "seeds count must be between 1" in reasons[7]
     assert "steps for sampler 'ddpm' must be an integer" in reasons[8]
+    assert "prompt must be text (one prompt per row)" in reasons[9]
 
 
 def test_csv_cells_are_typed_like_jsonl(tmp_path):

@@ -68,7 +68,6 @@ class RowError:
 class Job:
     """The items of a job file in file order, and its rows that failed to parse."""
 
-    path: Path
     items: list[Item]
     errors: list[RowError]
 
@@ -154,6 +153,9 @@ def request_items(row: int, values: dict, base: Path, job_settings: dict) -> lis
         raise InputError(f"unknown key(s) {', '.join(map(repr, unknown))}; expected some of {', '.join(KEYS)}")
     if "prompt" not in values:
         raise InputError("the row has no prompt")
+    for key, value in (("prompt", values["prompt"]), ("negative_prompt", values.get("negative_prompt", ""))):
+        if not isinstance(value, str) and not (key == "negative_prompt" and value is None):  # None: the official one
+            raise InputError(f"{key} must be text (one prompt per row), found {value!r:.60}")
     settings = {k: values[k] for k in SETTINGS if k in values}
     sampler = settings.get("sampler", "ddpm")
     if sampler not in SAMPLERS:
@@ -222,4 +224,4 @@ def read_job(path: str | os.PathLike, **job_settings: object) -> Job:
             errors.append(RowError(number, str(exc)))
         if len(items) > MAX_JOB_ITEMS:
             raise InputError(f"job '{path}' asks for more than {MAX_JOB_ITEMS:,} images; split it into several jobs")
-    return Job(path, items, errors)
+    return Job(items, errors)

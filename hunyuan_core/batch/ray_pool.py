@@ -50,8 +50,8 @@ def ray_records(items: list[Item], worker_options: dict, workers: int, gpus_per_
     resources = ray.cluster_resources()
     if gpus_per_worker is None:
         gpus_per_worker = 1 if resources.get("GPU", 0) >= 1 else 0
-    cpus = max(1, int(resources.get("CPU", 1)) // workers) if not gpus_per_worker else 1
-    options = {**worker_options, "threads": cpus if not gpus_per_worker else None}
+    cpus = resources.get("CPU", 1) / workers if not gpus_per_worker else 1  # fractions let every actor start
+    options = {**worker_options, "threads": max(1, int(cpus)) if not gpus_per_worker else None}
     if not gpus_per_worker and options.get("device") is None:
         options["device"] = "cpu"  # an actor without a GPU share must not take the node's GPU by default
     rows = [{"item": item.to_json()} for item in items]

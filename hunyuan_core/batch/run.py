@@ -78,7 +78,7 @@ def render(
     batch_size = check_int("batch_size", batch_size, 1)
     if gpus_per_worker is not None and not (isinstance(gpus_per_worker, (int, float)) and gpus_per_worker >= 0):
         raise InputError(f"gpus_per_worker must be a number >= 0, found {gpus_per_worker!r}")
-    check_not_input(out, [model, job])
+    check_not_input(out, [model])
     job = read_job(job, model=os.fspath(model), model_hash=model_hash(model, variant), variant=variant, dtype=dtype,
                    bert_vocab=bert_vocab and os.fspath(bert_vocab), beta_end=check_beta_end(beta_end))
     out = check_writable_dir(out)
