@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .errors import InputError
+from .formats.dit_source import dit_weights_file
 from .formats.files import reading
 from .formats.keys import to_official
 from .formats.layouts import (
@@ -27,6 +28,7 @@ from .formats.layouts import (
     read_vae,
     require_whole_model,
 )
+from .formats.model_files import ModelFiles
 from .formats.official import VARIANTS
 from .formats.vae_files import load_vae_from_folder, vae_folder_config
 from .model.config import DiTConfig
@@ -72,6 +74,13 @@ def _build_dit(sd: Mapping[str, torch.Tensor], device: torch.device, dtype: torc
     return build_with_weights(lambda: HunyuanDiT(config), sd, device, dtype, where, warn_unexpected=True)
 
 
+def _read_dit(files: ModelFiles, variant: str | None, device: torch.device, dtype: torch.dtype) -> HunyuanDiT:
+    """The DiT of ``files``, remembering where its weights lie (a LoRA restore reads them again from there)."""
+    dit = _build_dit(read_dit_weights(files, variant), device, dtype, f"'{files.dit}'")
+    dit.weights_file = dit_weights_file(files, variant)
+    return dit
+
+
 @_reads_model("model")
 def load_parts(
     path: PathLike,
@@ -97,7 +106,7 @@ def load_parts(
         require_whole_model(files, "a pipeline's text encoders and VAE")
     out = LoadedParts()
     if "dit" in parts:
-        out.dit = _build_dit(read_dit_weights(files, variant), device, dtype, f"'{files.dit}'")
+        out.dit = _read_dit(files, variant, device, dtype)
     if "text_encoder" in parts:
         out.text_encoder = read_text_encoder(files, device, dtype, bert_vocab)
     if "vae" in parts:
@@ -114,8 +123,7 @@ def load_dit(path_or_state_dict: PathLike | Mapping[str, torch.Tensor], device: 
     dtype = resolve_dtype(dtype, device)
     if isinstance(path_or_state_dict, Mapping):
         return _build_dit(path_or_state_dict, device, dtype, "state dict")
-    files = find_model_files(path_or_state_dict, variant)
-    return _build_dit(read_dit_weights(files, variant), device, dtype, f"'{files.dit}'")
+    return _read_dit(find_model_files(path_or_state_dict, variant), variant, device, dtype)
 
 
 @_reads_model("text encoder")

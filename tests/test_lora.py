@@ -3,6 +3,7 @@ merged exactly (DiT output vs W + strength * scale * B @ A done here in plain to
 equal to PEFT's own merge, and refused with a reason when it does not fit."""
 
 import copy
+import os
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from safetensors.torch import save_file
 import hunyuan_core as hy
 from hunyuan_core.adapters import merge as merge_module
 from hunyuan_core.model.dit import HunyuanDiT
+from hunyuan_core.tiny import make_tiny
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +143,7 @@ def test_same_set_does_nothing_and_a_new_set_merges_from_the_base(base_dit, dit,
     b = hy.load_lora(path)
     hy.apply_loras(dit, [(a, 0.7)])
     calls = []
-    monkeypatch.setattr(merge_module, "_delta", lambda *args: calls.append(1))
+    monkeypatch.setattr(merge_module, "_merge", lambda *args, **kwargs: calls.append(1))
     hy.apply_loras(dit, [(a, 0.7)])
     assert calls == []
     monkeypatch.undo()
@@ -149,9 +151,14 @@ def test_same_set_does_nothing_and_a_new_set_merges_from_the_base(base_dit, dit,
     assert (out(dit) - out(reference(base_dit, (changes, 0.3)))).abs().max().item() <= 1e-5
 
 
+@pytest.mark.parametrize("source", ["model file", "state dict"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_restore_is_bit_exact_after_50_cycles(dit, tmp_path, dtype):
+def test_restore_is_bit_exact_after_50_cycles(dit, tmp_path, dtype, source):
+    """From a model file, restore reads the originals back and the merge holds nothing; without one (a DiT built
+    from a state dict) it subtracts the change and puts back the few values rounding lost."""
     dit = dit.to(dtype)
+    if source == "state dict":
+        dit.weights_file = None
     base = weights(dit)
     path, changes = write_peft(tmp_path / "a", dit, seed=1)
     a = hy.load_lora(path)
@@ -164,7 +171,9 @@ def test_restore_is_bit_exact_after_50_cycles(dit, tmp_path, dtype):
     fixes = []
     for i in range(50):
         hy.apply_loras(dit, [(a, 0.7), (b, 0.1 * (i % 7) - 0.3)][: 1 + i % 2])
-        fixes.append(sum(w.index.numel() for w in dit.__dict__[merge_module._STATE].weights.values()))
+        held = dit.__dict__[merge_module._STATE].weights.values()
+        fixes.append(sum(w.index.numel() if w.index is not None else 0 for w in held))
+        assert all((w.index is None) == (source == "model file") for w in held)
         if i % 3 == 0:
             hy.apply_loras(dit, [])
             assert bit_equal(weights(dit), base)
@@ -172,6 +181,54 @@ def test_restore_is_bit_exact_after_50_cycles(dit, tmp_path, dtype):
     assert bit_equal(weights(dit), base)
     changed = sum(p.numel() for n, p in dit.named_parameters() if n.endswith(".weight") and "blocks" in n)
     assert max(fixes) < changed / 3  # what undo keeps is a fraction of a copy of the weights
+    assert (max(fixes) == 0) == (source == "model file")
+
+
+def test_restore_reads_a_diffusers_folder_back(tiny_diffusers, tmp_path):
+    """A DiT loaded from a diffusers folder: the fused Wqkv / kv_proj originals are joined from to_q/to_k/to_v again."""
+    dit = hy.load_dit(tiny_diffusers, device="cpu", dtype="fp16")
+    base = weights(dit)
+    lora = hy.load_lora(write_peft(tmp_path / "a", dit, seed=3)[0])
+    hy.apply_loras(dit, [(lora, 0.9)])
+    held = dit.__dict__[merge_module._STATE].weights
+    assert any(".Wqkv." in n for n in held) and any(".kv_proj." in n for n in held)
+    assert all(w.index is None for w in held.values())
+    hy.apply_loras(dit, [])
+    assert bit_equal(weights(dit), base)
+
+
+def test_weights_changed_since_loading_are_restored_to_their_own_bits(dit, tmp_path):
+    """Restore gives back the weights as they were before the merge, not the file's, when the user changed one."""
+    name = "blocks.0.attn1.Wqkv.weight"
+    with torch.no_grad():
+        dit.get_parameter(name).mul_(1.5)
+    base = weights(dit)
+    lora = hy.load_lora(write_peft(tmp_path / "a", dit, seed=4)[0])
+    hy.apply_loras(dit, [(lora, 0.7)])
+    held = dit.__dict__[merge_module._STATE].weights
+    assert held[name].index is not None and held["blocks.1.attn1.Wqkv.weight"].index is None
+    hy.apply_loras(dit, [])
+    assert bit_equal(weights(dit), base)
+
+
+def test_a_model_file_changed_on_disk_is_not_read_back(tmp_path):
+    """Changed before the merge: the merge keeps its fix-ups (exact). Changed between merge and restore: the
+    change is subtracted, with a warning, and the file's new content is never read into the model."""
+    file = make_tiny(tmp_path / "m", layout="comfy")
+    dit = hy.load_dit(file, device="cpu", dtype="fp32")
+    base = weights(dit)
+    lora = hy.load_lora(write_peft(tmp_path / "a", dit, seed=5)[0])
+    os.utime(file, ns=(1, 1))  # as if rewritten
+    hy.apply_loras(dit, [(lora, 0.7)])
+    assert all(w.index is not None for w in dit.__dict__[merge_module._STATE].weights.values())
+    hy.apply_loras(dit, [])
+    assert bit_equal(weights(dit), base)
+    dit = hy.load_dit(file, device="cpu", dtype="fp32")
+    hy.apply_loras(dit, [(lora, 0.7)])
+    os.utime(file, ns=(2, 2))
+    with pytest.warns(UserWarning, match="changed on disk"):
+        hy.apply_loras(dit, [])
+    assert all((a - b).abs().max().item() < 1e-6 for a, b in zip(weights(dit).values(), base.values()))
 
 
 def test_text_encoder_takes_the_te1_parts(tiny_official, tmp_path):

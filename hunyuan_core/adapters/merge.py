@@ -1,15 +1,18 @@
 """Merging LoRAs into a model's weights in place, and undoing it bit-exactly.
 
 Each changed weight becomes ``W + sum(strength * scale * up @ down)``, the sum computed in fp32 and the result
-rounded once to the weight's dtype. Undoing recomputes the same fp32 change and subtracts it; the few elements
-where rounding loses the original (binade crossings, ties) are stored at merge time as (index, original value).
-So the extra memory is a small fraction of the changed weights, not a copy of them, and any number of
-apply/restore cycles gives the original bits back.
+rounded once to the weight's dtype. Undoing reads the original weights back from the model file the DiT was
+loaded from (``HunyuanDiT.weights_file``), so the merge holds no copy of them. A weight with no file behind it
+(a DiT built from a state dict, BERT, a file changed on disk since) is undone by recomputing the same fp32
+change and subtracting it; the few elements where rounding loses the original (binade crossings, ties) are
+stored at merge time as (index, original value). Either way any number of apply/restore cycles gives the
+original bits back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,16 +25,19 @@ from ..settings.validate import check_float
 from .lora import DIT, TEXT_ENCODER, LoRA, LoraModule, some_names
 
 _STATE = "_hunyuan_loras"  # attribute of the merged module holding its MergeState
+_FROM_FILE = "_hunyuan_lora_from_file"  # names of the weights whose originals are checked equal to the file
+_BAND = 1 << 18  # fp32 values merged at a time (1 MiB)
 _BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 @dataclass
 class _Merged:
-    """What undoing one weight needs: its LoRA modules with their coefficients, and the rounding fix-ups."""
+    """What undoing one weight needs: its LoRA modules with their coefficients, and the rounding fix-ups (None
+    when the original is read back from the model file)."""
 
     modules: list[tuple[LoraModule, float]]
-    index: torch.Tensor  # flat positions where subtracting the change does not give the original bits
-    values: torch.Tensor  # the original values there
+    index: torch.Tensor | None = None  # flat positions where subtracting the change does not give the original bits
+    values: torch.Tensor | None = None  # the original values there
 
 
 @dataclass
@@ -85,34 +91,89 @@ def _plan(module: nn.Module, part: str, loras: list[tuple[LoRA, float]]) -> dict
     return plan
 
 
-def _delta(weight: torch.Tensor, modules: list[tuple[LoraModule, float]]) -> torch.Tensor:
-    """``sum(coef * up @ down)`` in fp32 on the weight's device, each split module on its own rows."""
-    delta = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+def _add_delta(out: torch.Tensor, modules: list[tuple[LoraModule, float]]) -> torch.Tensor:
+    """``out += sum(coef * up @ down)`` for an fp32 ``out`` of the weight's shape, each split module on its rows."""
     for m, coef in modules:
         rows = m.up.shape[0]
-        part = delta[m.block * rows: (m.block + 1) * rows]
-        part.addmm_(m.up.to(weight.device, torch.float32), m.down.to(weight.device, torch.float32), alpha=coef)
-    return delta
+        out[m.block * rows: (m.block + 1) * rows].addmm_(
+            m.up.to(out.device, torch.float32), m.down.to(out.device, torch.float32), alpha=coef)
+    return out
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
     return t.view(_BITS[t.element_size()])
 
 
-def _merge(weight: torch.Tensor, modules: list[tuple[LoraModule, float]]) -> _Merged:
-    delta = _delta(weight, modules)
-    merged = torch.add(weight, delta, out=torch.empty_like(weight))  # computed in fp32 (type promotion), rounded once
-    undone = torch.sub(merged, delta, out=torch.empty_like(weight))
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return torch.equal(_bits(a), _bits(b))
+
+
+def _merge(weight: torch.Tensor, modules: list[tuple[LoraModule, float]], fixups: bool) -> _Merged:
+    """Add the change to ``weight`` (in fp32, rounded once); with ``fixups``, also note the values that subtracting
+    it again would not restore. Mixed-dtype elementwise ops are slow on the CPU, so everything runs in fp32."""
+    merged = _Merged(modules)
+    if not fixups:
+        _add_in_place(weight, modules)
+        return merged
+    delta = _add_delta(torch.zeros(weight.shape, dtype=torch.float32, device=weight.device), modules)
+    new = (weight.float() + delta).to(weight.dtype)
+    undone = (new.float() - delta).to(weight.dtype)
     index = (_bits(undone) != _bits(weight)).view(-1).nonzero().view(-1)
-    fix = _Merged(modules, index.to(torch.int32).cpu(), weight.view(-1)[index].cpu())  # weights < 2**31 values
-    weight.copy_(merged)
-    return fix
+    merged.index, merged.values = index.to(torch.int32).cpu(), weight.view(-1)[index].cpu()  # < 2**31 values
+    weight.copy_(new)
+    return merged
 
 
-def _unmerge(weight: torch.Tensor, merged: _Merged) -> None:
-    undone = torch.sub(weight, _delta(weight, merged.modules), out=torch.empty_like(weight))
-    undone.view(-1)[merged.index.to(weight.device, torch.long)] = merged.values.to(weight.device)
-    weight.copy_(undone)
+def _add_in_place(weight: torch.Tensor, modules: list[tuple[LoraModule, float]]) -> None:
+    """``weight += change`` a band of rows at a time through one small fp32 buffer that stays in the CPU's cache."""
+    f32 = torch.float32
+    factors = [(m.up.to(weight.device, f32), m.down.to(weight.device, f32), m.block * m.up.shape[0], coef)
+               for m, coef in modules]
+    step = max(1, _BAND // weight.shape[1])
+    buffer = torch.empty((min(step, weight.shape[0]), weight.shape[1]), dtype=f32, device=weight.device)
+    for top in range(0, weight.shape[0], step):
+        rows = weight[top: top + step]
+        band = buffer[: rows.shape[0]].copy_(rows)
+        for up, down, start, coef in factors:
+            lo, hi = max(top, start), min(top + rows.shape[0], start + up.shape[0])
+            if lo < hi:
+                band[lo - top: hi - top].addmm_(up[lo - start: hi - start], down, alpha=coef)
+        rows.copy_(band)
+
+
+def _subtract(weight: torch.Tensor, merged: _Merged) -> None:
+    delta = _add_delta(torch.zeros(weight.shape, dtype=torch.float32, device=weight.device), merged.modules)
+    weight.copy_(weight.float().sub_(delta))
+    if merged.index is not None:
+        weight.view(-1)[merged.index.to(weight.device, torch.long)] = merged.values.to(weight.device)
+
+
+def _checked_from_file(module: nn.Module) -> set[str] | None:
+    """The weights of ``module`` known equal to its model file, or None when it has no file (or the file changed
+    on disk since it was loaded)."""
+    source = getattr(module, "weights_file", None)
+    if source is None or not source.unchanged():
+        module.__dict__.pop(_FROM_FILE, None)
+        return None
+    return module.__dict__.setdefault(_FROM_FILE, set())
+
+
+def _stored(module: nn.Module, names: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, weight as stored in ``module``'s model file), one at a time."""
+    return module.weights_file.read({name: module.get_parameter(name).shape for name in names}) if names else iter(())
+
+
+def _restore(module: nn.Module, state: MergeState) -> None:
+    from_file = [name for name, merged in state.weights.items() if merged.index is None]
+    if from_file and _checked_from_file(module) is None:
+        warnings.warn("the model file changed on disk since the DiT was loaded: the LoRA is subtracted instead "
+                      "(the weights may differ from the originals in the last bit)")
+        from_file = []
+    for name, original in _stored(module, from_file):
+        module.get_parameter(name).copy_(original)
+    for name, merged in state.weights.items():
+        if name not in from_file:
+            _subtract(module.get_parameter(name), merged)
 
 
 @torch.no_grad()
@@ -132,9 +193,15 @@ def apply_loras(target: HunyuanDiT | BilingualTextEncoder, loras: Sequence[tuple
         return
     plan = _plan(module, part, list(wanted))
     if state is not None:
-        for name, merged in state.weights.items():
-            _unmerge(module.get_parameter(name), merged)
+        _restore(module, state)
         del module.__dict__[_STATE]
     if wanted:
-        weights = {name: _merge(module.get_parameter(name), mods) for name, mods in plan.items()}
+        checked = _checked_from_file(module)
+        if checked is not None:  # compare each weight with the file once; later restores write those bits back
+            for name, original in _stored(module, [n for n in plan if n not in checked]):
+                weight = module.get_parameter(name)
+                if _same_bits(weight, original.to(weight.device, weight.dtype)):
+                    checked.add(name)
+        weights = {name: _merge(module.get_parameter(name), mods, fixups=name not in (checked or ()))
+                   for name, mods in plan.items()}
         module.__dict__[_STATE] = MergeState(wanted, weights)

@@ -73,9 +73,9 @@ def read_dit_weights(files: ModelFiles, variant: str | None = None) -> StateDict
     where = f"DiT weights '{files.dit}'"
     if files.dit.is_dir():
         return read_folder_state_dict(files.dit, what="DiT weights")
-    if files.is_single_file:
-        return all_in_one.dit_weights(files.checkpoint)
     checkpoint = files.checkpoint if files.checkpoint is not None else read_checkpoint(files.dit, "DiT weights")
+    if files.is_single_file:
+        return all_in_one.dit_weights(checkpoint)
     return dit_only.dit_weights(checkpoint, variant or files.variant, where)
 
 

@@ -121,6 +121,8 @@ class HunyuanDiT(nn.Module):
     """The Hunyuan-DiT denoiser. ``forward`` returns all ``out_channels`` (v-prediction first, then the
     learned-variance channels the samplers discard)."""
 
+    weights_file = None  # set by the loaders: the file the weights came from (formats.dit_source.DiTWeightsFile)
+
     def __init__(self, config: DiTConfig):
         super().__init__()
         cfg = self.config = config
