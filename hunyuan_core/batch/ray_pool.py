@@ -44,14 +44,17 @@ def ray_records(items: list[Item], worker_options: dict, workers: int, gpus_per_
     """Render ``items`` on ``workers`` actors; yields each item's manifest record as its batch finishes.
 
     ``gpus_per_worker`` None takes one GPU per actor when the cluster has GPUs, else none; CPU actors share
-    the cluster's cores evenly (``num_cpus`` for Ray, the same count of torch threads in each actor).
+    the cluster's cores evenly (torch threads in each actor).
     """
     ray = connect(ray_address)
     resources = ray.cluster_resources()
     if gpus_per_worker is None:
         gpus_per_worker = 1 if resources.get("GPU", 0) >= 1 else 0
-    cpus = resources.get("CPU", 1) / workers if not gpus_per_worker else 1  # fractions let every actor start
-    options = {**worker_options, "threads": max(1, int(cpus)) if not gpus_per_worker else None}
+    share = resources.get("CPU", 1) / workers
+    # Ray's CPU count is a scheduling claim, at most 1 so Ray Data's budget for the operator always fits an actor
+    # (a claim of the whole cluster never schedules); the torch threads are the actor's real share of the cores.
+    cpus = min(1.0, share)
+    options = {**worker_options, "threads": max(1, int(share)) if not gpus_per_worker else None}
     if not gpus_per_worker and options.get("device") is None:
         options["device"] = "cpu"  # an actor without a GPU share must not take the node's GPU by default
     rows = [{"item": item.to_json()} for item in items]
