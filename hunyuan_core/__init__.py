@@ -8,6 +8,7 @@
 __version__ = "0.1.0"  # the release; pyproject.toml's [project] version says the same (tested)
 
 from .adapters import IPAdapter, LoRA, apply_loras, convert_image_encoder, load_ip_adapter, load_lora
+from .batch import render
 from .controlnet import Control, ControlNet, PreparedControl, check_controlnet, load_controlnet, prepare_controls
 from .errors import HunyuanError, InputError, ModelFileError, NumericsError, OutputError
 from .loaders import load_dit, load_parts, load_text_encoder, load_vae
@@ -25,5 +26,5 @@ __all__ = [
     "GenerationParams", "HunyuanDiTPipeline", "HunyuanError", "IPAdapter", "ImagePrompt", "InputError", "LoRA", "ModelFileError", "NumericsError", "OutputError", "PRESETS",
     "PipelineOutput", "SAMPLERS",
     "Upscaler", "apply_loras", "convert_image_encoder", "load_dit", "load_ip_adapter", "load_lora", "load_parts", "load_pipeline", "load_rewriter", "load_text_encoder", "load_upscaler", "load_vae",
-    "read_params", "sample", "upscale_images",
+    "read_params", "render", "sample", "upscale_images",
 ]

@@ -376,12 +376,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_convert)
 
     from .adapters.ip_adapter_cli import add_parser as add_convert_image_encoder
+    from .batch.cli import add_parser as add_render
     from .rewriter.cli import add_parser as add_chat
     from .upscaler.cli import add_parser as add_upscale
 
     add_upscale(sub)
     add_chat(sub)
     add_convert_image_encoder(sub)
+    add_render(sub)
     return parser
 
 

@@ -120,6 +120,20 @@ def write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = True) ->
     return Path(path)
 
 
+def append_line(path: str | os.PathLike, line: str) -> None:
+    """Append one line of UTF-8 text to a log such as a job manifest, in a single ``write`` on a file opened for
+    appending (every process that appends to ``path`` this way lands whole lines, never interleaved bytes),
+    flushed to disk before it returns. Never creates ``path`` over a folder or through a missing parent."""
+    if "\n" in line:
+        raise ValueError("append_line writes one line; the text holds a newline")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def save_new(folder: str | os.PathLike, stem: str, suffix: str, write: Callable[[Path], None],
              overwrite: bool = False) -> Path:
     """Write a new file named ``stem`` + ``suffix`` in ``folder`` and return where it went.

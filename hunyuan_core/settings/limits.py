@@ -63,3 +63,7 @@ MAX_IMAGE_PIXELS = 256 * 1024 * 1024  # 16384 x 16384
 MAX_UPSCALE_SIDE = 32768
 # The factor a result may be resized to after super-resolution (ComfyUI's upscale node offers up to 16).
 MAX_UPSCALE_FACTOR = 16.0
+
+# Images one render job may ask for: a job is expanded to its items in memory before the first render, and
+# "0:1000000000" in a seeds cell is a typo, not a dataset (a million 1024² PNGs are ~1.5 TB).
+MAX_JOB_ITEMS = 1_000_000
