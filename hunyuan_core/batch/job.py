@@ -21,7 +21,7 @@ from ..formats.hashes import weights_hash
 from ..metadata import GenerationParams, Resource
 from ..sampling.schedulers import SAMPLERS
 from ..settings.limits import MAX_JOB_ITEMS
-from ..settings.validate import check_generate, check_seed
+from ..settings.validate import check_generate, check_seeds
 
 # What a row may set; the rest of GenerationParams (model, precision, ...) is the job's. Defaults are
 # GenerationParams', which are `hunyuan-dit generate`'s, so a row draws what the same generate call draws.
@@ -81,13 +81,12 @@ def parse_seeds(value: object) -> list[int]:
             start, count = _int("seeds start", start), _int("seeds count", count)
             if not 1 <= count <= MAX_JOB_ITEMS:
                 raise InputError(f"seeds count must be between 1 and {MAX_JOB_ITEMS}, found {count}")
-            check_seed(start, count)
-            return list(range(start, start + count))
+            return check_seeds(start, count)
         value = [_int("seed", s) for s in re.split(r"[;\s]+", text) if s]
     seeds = [value] if isinstance(value, int) and not isinstance(value, bool) else value
     if not isinstance(seeds, list) or not seeds or len(seeds) > MAX_JOB_ITEMS:
         raise InputError(f"seeds must be a seed, a non-empty list of seeds or 'start:count', found {value!r:.80}")
-    return [check_seed(s) for s in seeds]
+    return check_seeds(seeds, len(seeds))
 
 
 def parse_loras(value: object, base: Path) -> list[Resource]:
