@@ -210,7 +210,7 @@ def test_every_png_carries_its_own_parameters(tmp_path):
 
 
 def test_from_png_redraws_the_same_pixels(tiny_official, tmp_path, capsys):
-    from tests.lora_files import write_kohya
+    from lora_files import write_kohya
 
     lora = write_kohya(tmp_path / "k.safetensors", hy.load_dit(tiny_official, device="cpu", dtype="fp32"))[0]
     Image.new("RGB", (64, 64), (20, 120, 220)).save(tmp_path / "in.png")
