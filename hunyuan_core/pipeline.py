@@ -75,11 +75,11 @@ class HunyuanDiTPipeline:
         self.loras: list[tuple[LoRA, float]] = []  # what set_loras merged
         self._lora_files: dict[str, LoRA] = {}  # path -> LoRA of the current set
         self.placement = Placement(self._components(), {n: weight_device(c) for n, c in self._components().items()})
+        self.vae_tiling = False
+        self.progress_bar_config: dict = {}
 
     def _components(self) -> dict[str, object]:
         return {"text_encoder": self.text_encoder, "dit": self.dit, "vae": self.vae}
-        self.vae_tiling = False
-        self.progress_bar_config: dict = {}
 
     def set_progress_bar_config(self, **config: object) -> None:
         """Options of the sampling progress bar (tqdm's: ``disable=True`` hides it, ``desc``, ``leave``, ...)."""

@@ -4,6 +4,7 @@ mode's images bit for bit and move what the residency log says, in the order it 
 import numpy as np
 import pytest
 import torch
+from lora_files import write_kohya
 from safetensors.torch import load_file, save_file
 
 import hunyuan_core as hy
@@ -12,7 +13,6 @@ from hunyuan_core.formats.convert import save_pipeline
 from hunyuan_core.model.fp8 import WEIGHT_DTYPES, FP8Linear, dequantise_scaled_fp8, store_fp8
 from hunyuan_core.model.vae import decode_bytes, decode_needs_tiles
 from hunyuan_core.placement import resolve_devices
-from lora_files import write_kohya
 
 RUN = dict(width=64, height=64, steps=3, seed=3, guidance_scale=5.0)
 PROMPT = "一只戴着墨镜的柴犬 a shiba inu"
