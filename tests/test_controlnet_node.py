@@ -40,7 +40,7 @@ from nodes.sampling import HunyuanDiTSampler  # noqa: E402
 
 PROMPT = "一只戴着墨镜的柴犬"
 SETTINGS = dict(resolution=CUSTOM_SIZE, width=80, height=64, steps=3, cfg=6.0, guidance_rescale=0.0,
-                sampler_name="ddim", seed=1, batch_size=1, denoise=1.0)
+                sampler_name="ddim", schedule="default", seed=1, batch_size=1, denoise=1.0)
 LOADER = dict(ckpt_name=ALL_IN_ONE, variant="auto", dtype="auto")
 TOLERANCE = 1e-6  # relative, fp32: node and core run the same computation
 
@@ -201,7 +201,7 @@ def controlnet_prompt() -> dict:
     prompt = {
         "ckpt": {"class_type": "HunyuanDiTCheckpointLoader", "inputs": dict(LOADER)},
         "encode": {"class_type": "HunyuanDiTTextEncode",
-                   "inputs": {"text_encoder": ["ckpt", 1], "positive": PROMPT, "negative": ""}},
+                   "inputs": {"text_encoder": ["ckpt", 1], "positive": PROMPT, "negative": "", "bert_length": 77}},
         "image": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
         "edges": {"class_type": "Canny", "inputs": {"image": ["image", 0], "low_threshold": 0.4, "high_threshold": 0.8}},
         "cn": {"class_type": "HunyuanDiTControlNetLoader", "inputs": {"controlnet_name": CONTROLNET_CANNY, "dtype": "auto"}},

@@ -316,22 +316,26 @@ def test_upscale_checks_out_before_the_model(tmp_path, capsys):
 # 5. an OSError on a user's path is one line and exit 2; an OSError that names no path is a bug
 
 def test_permission_error_on_a_user_path_is_one_line(tmp_path, capsys, monkeypatch):
+    import hunyuan_core.formats.hashes
     import hunyuan_core.pipeline
 
     def unreadable(path, *_, **__):
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
     monkeypatch.setattr(hunyuan_core.pipeline, "load_pipeline", unreadable)
+    monkeypatch.setattr(hunyuan_core.formats.hashes, "model_hash", lambda *_: None)  # the PNG's hash reads it first
     assert main(generate_args(tmp_path / "model.safetensors", tmp_path / "out")) == 2
     assert error_line(capsys.readouterr().err) == f"hunyuan-dit: error: '{tmp_path / 'model.safetensors'}': Permission denied"
 
 
 def test_oserror_without_a_path_still_shows_its_traceback(tmp_path, monkeypatch):
+    import hunyuan_core.formats.hashes
     import hunyuan_core.pipeline
 
     def bug(*_, **__):
         raise OSError(errno.EBADF, "Bad file descriptor")
 
     monkeypatch.setattr(hunyuan_core.pipeline, "load_pipeline", bug)
+    monkeypatch.setattr(hunyuan_core.formats.hashes, "model_hash", lambda *_: None)
     with pytest.raises(OSError, match="Bad file descriptor"):
         main(generate_args(tmp_path / "model", tmp_path / "out"))

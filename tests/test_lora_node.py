@@ -27,7 +27,7 @@ from nodes.sampling import CUSTOM, HunyuanDiTSampler  # noqa: E402
 
 PROMPT = "青花瓷风格，一只戴着墨镜的柴犬"
 SETTINGS = dict(resolution=CUSTOM, width=64, height=64, steps=2, cfg=6.0, guidance_rescale=0.0,
-                sampler_name="ddpm", seed=1, batch_size=1, denoise=1.0)
+                sampler_name="ddpm", schedule="default", seed=1, batch_size=1, denoise=1.0)
 LOADER = dict(ckpt_name=ALL_IN_ONE, variant="auto", dtype="auto")
 TOLERANCE = 1e-5  # relative, fp32: the node's merge and the hand merge differ only in rounding order
 
@@ -184,12 +184,12 @@ def test_branches_with_different_loras_from_one_loader_are_all_right_in_one_prom
     prompt = {
         "ckpt": {"class_type": "HunyuanDiTCheckpointLoader", "inputs": dict(LOADER)},
         "encode": {"class_type": "HunyuanDiTTextEncode",
-                   "inputs": {"text_encoder": ["ckpt", 1], "positive": PROMPT, "negative": ""}},
+                   "inputs": {"text_encoder": ["ckpt", 1], "positive": PROMPT, "negative": "", "bert_length": 77}},
         "porcelain": lora_node(["ckpt", 0], LORA_PORCELAIN, 0.7),
         "jade": lora_node(["ckpt", 0], LORA_JADE, -1.3),
         "kohya": lora_node(["porcelain", 0], LORA_KOHYA, 0.5, text_encoder=["ckpt", 1]),
         "kohya_encode": {"class_type": "HunyuanDiTTextEncode",
-                         "inputs": {"text_encoder": ["kohya", 1], "positive": PROMPT, "negative": ""}},
+                         "inputs": {"text_encoder": ["kohya", 1], "positive": PROMPT, "negative": "", "bert_length": 77}},
     }
     branch(prompt, "base", ["ckpt", 0], "encode", seed=1)
     branch(prompt, "porcelain", ["porcelain", 0], "encode", seed=1)

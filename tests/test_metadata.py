@@ -58,7 +58,7 @@ def test_a1111_parameters_text(tmp_path):
 def test_pipeline_kwargs_are_the_call_settings():
     kwargs = _params(image="in.png", strength=0.6, batch_size=3, batch_index=2).pipeline_kwargs()
     assert kwargs == dict(prompt="一只戴着墨镜的柴犬, at the sea", negative_prompt=None, width=1280, height=768, steps=30,
-                          guidance_scale=6.5, seed=5, sampler="euler", batch_size=3, guidance_rescale=0.0,
+                          guidance_scale=6.5, seed=5, sampler="euler", schedule="default", batch_size=3, guidance_rescale=0.0,
                           beta_end=None, strength=0.6)  # the batch's seed: picture 2 of it has seed 7
     assert "strength" not in _params().pipeline_kwargs()
 

@@ -47,7 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="join a running cluster: auto or HOST:PORT (default: start a local Ray)")
     p.add_argument("--batch-size", type=int, default=4, help="items handed to an actor at a time")
     p.add_argument("--device", default=None, help="device inside each worker (default: its GPU, else the CPU)")
-    p.add_argument("--dtype", default=None, choices=list(DTYPES))
+    p.add_argument("--dtype", default=None, choices=list(DTYPES), help="weights' precision (default: fp16 on GPUs, fp32 on the CPU)")
     p.add_argument("--variant", default=None, help="official weights: ema, module, distill or merge")
     p.add_argument("--bert-vocab", default=None, help="BERT vocab.txt for an all-in-one file")
     p.add_argument("--beta-end", type=float, default=None, help="override the release's schedule end")
