@@ -34,13 +34,13 @@ from safetensors.torch import save_file
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_upscaler import _rss_kb  # noqa: E402  (bench/ is on the path when a script runs)
+
 from hunyuan_core import apply_loras, load_dit, load_lora  # noqa: E402
 from hunyuan_core.adapters.merge import _STATE  # noqa: E402
 from hunyuan_core.model.config import DiTConfig  # noqa: E402
 from hunyuan_core.model.dit import HunyuanDiT  # noqa: E402
 from hunyuan_core.settings.devices import DTYPES  # noqa: E402
-
-from bench_upscaler import _rss_kb  # noqa: E402  (bench/ is on the path when a script runs)
 
 OFFICIAL_TARGETS = ("Wqkv", "out_proj", "q_proj", "kv_proj")
 
