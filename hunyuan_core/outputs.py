@@ -9,6 +9,7 @@ holds or lies inside a file being read.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
@@ -24,6 +25,17 @@ COUNTER_DIGITS = 5  # ComfyUI's SaveImage style: name_00001_.png
 
 def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+def remove_stale_temps(path: Path) -> int:
+    """Remove the temporary files writers of ``path`` left beside it when they were killed (SIGKILL, power loss:
+    no ``finally`` ran). Only for a caller that knows no writer of ``path`` is still running. Returns how many."""
+    removed = 0
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed += 1
+    return removed
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -5,6 +5,7 @@ demand identical outputs across layouts. The hub is switched off for the whole s
 downloaded.
 """
 
+import copy
 import os
 import sys
 import types
@@ -45,6 +46,20 @@ def tiny_comfy(tmp_path_factory):
 def tiny_bert_vocab(tiny_comfy):
     """The BERT vocab.txt written beside ``tiny_comfy`` (the all-in-one file carries none)."""
     return tiny_bert_vocab_path(tiny_comfy.parent)
+
+
+@pytest.fixture(scope="module")
+def base_dit(tiny_official):
+    """The tiny v1.2 DiT in fp32, loaded once per test module (from its file: LoRA restores read it back)."""
+    import hunyuan_core as hy
+
+    return hy.load_dit(tiny_official, device="cpu", dtype="fp32")
+
+
+@pytest.fixture()
+def dit(base_dit):
+    """A private copy of ``base_dit`` that a test may change."""
+    return copy.deepcopy(base_dit)
 
 
 # ------------------------------------------------------------------------------- the real ComfyUI

@@ -339,3 +339,15 @@ def test_oserror_without_a_path_still_shows_its_traceback(tmp_path, monkeypatch)
     monkeypatch.setattr(hunyuan_core.formats.hashes, "model_hash", lambda *_: None)
     with pytest.raises(OSError, match="Bad file descriptor"):
         main(generate_args(tmp_path / "model", tmp_path / "out"))
+
+
+def test_stale_temps_of_a_killed_writer_are_removed_for_that_file_only(tmp_path):
+    from hunyuan_core.outputs import remove_stale_temps
+
+    target = tmp_path / "a[1].png"  # glob characters in the name are matched literally
+    stale = [tmp_path / ".a[1].png.0123456789ab.tmp", tmp_path / ".a[1].png.ba9876543210.tmp"]
+    others = [tmp_path / ".a1.png.0123456789ab.tmp", tmp_path / ".b.png.0123456789ab.tmp", tmp_path / "a[1].png"]
+    for path in stale + others:
+        path.write_bytes(b"x")
+    assert remove_stale_temps(target) == 2
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in others)

@@ -36,16 +36,6 @@ def ipa(files):
     return hy.load_ip_adapter(files[0], image_encoder=files[1], device="cpu")
 
 
-@pytest.fixture(scope="module")
-def base_dit(tiny_official):
-    return hy.load_dit(tiny_official, device="cpu", dtype="fp32")
-
-
-@pytest.fixture()
-def dit(base_dit):
-    return copy.deepcopy(base_dit)
-
-
 def inputs(model, b=2, seed=0):
     gen = torch.Generator().manual_seed(seed)
     cfg = model.config

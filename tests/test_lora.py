@@ -26,16 +26,6 @@ from hunyuan_core.model.dit import HunyuanDiT
 from hunyuan_core.tiny import make_tiny
 
 
-@pytest.fixture(scope="module")
-def base_dit(tiny_official):
-    return hy.load_dit(tiny_official, device="cpu", dtype="fp32")
-
-
-@pytest.fixture()
-def dit(base_dit):
-    return copy.deepcopy(base_dit)
-
-
 def reference(model, *loras):
     """An independent merge: official weights + strength * scale * B @ A on the given rows, in a fresh model;
     ``loras`` are (changes, strength) pairs."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..formats.hashes import model_hash
-from ..outputs import check_not_input, check_writable_dir
+from ..outputs import check_not_input, check_writable_dir, remove_stale_temps
 from ..settings.validate import check_beta_end, check_int
 from .job import Item, read_job
 from .manifest import Manifest
@@ -114,5 +114,7 @@ def render(
             rate = finished / elapsed if elapsed > 0 else 0.0
             left = total - done - failed
             progress(RenderProgress(done, failed, total, rate, left / rate if rate > 0 else None))
+    for item in todo:  # every worker has finished: what a killed one was writing is garbage now
+        remove_stale_temps(out / item.name)
     manifest.compact(record(item, "done") for item in present)
     return RenderReport(total, done - len(present), len(present), failed, time.perf_counter() - start, manifest.path)
