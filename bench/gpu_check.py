@@ -29,7 +29,7 @@ import torch
 
 from hunyuan_core.model.config import DiTConfig
 from hunyuan_core.model.dit import HunyuanDiT
-from hunyuan_core.model.fp8 import store_fp8
+from hunyuan_core.model.fp8 import store_weights
 from hunyuan_core.model.text_encoder import CLIP_LENGTH, T5_LENGTH, BilingualTextEncoder
 from hunyuan_core.model.vae import decode_bytes, decode_latents, decode_needs_tiles
 from hunyuan_core.outputs import save_new
@@ -132,9 +132,7 @@ def computed_peaks() -> dict[str, dict]:
     results = {}
     for mode, (_, storage) in MODES.items():
         pipe = full_size_pipeline(meta, dtype)
-        if storage is not None:
-            store_fp8(pipe.dit, storage, "dit")
-            store_fp8(pipe.text_encoder.mt5, storage, "mt5")
+        store_weights(storage, pipe.dit, pipe.text_encoder)
         place(pipe, mode, meta)
         weights = run_image(pipe, steps=1)
         z = torch.zeros(1, 4, SIZE // 8, SIZE // 8, dtype=dtype, device=meta)
@@ -192,9 +190,7 @@ def cuda_checks(steps: int, flops_per_step: float, deadline: float) -> dict:
     for dtype_name, dtype, storage in (("fp16", torch.float16, None), ("bf16", torch.bfloat16, None),
                                        ("fp8_e4m3fn", torch.float16, torch.float8_e4m3fn)):
         pipe = full_size_pipeline(device, dtype)
-        if storage is not None:
-            store_fp8(pipe.dit, storage, "dit")
-            store_fp8(pipe.text_encoder.mt5, storage, "mt5")
+        store_weights(storage, pipe.dit, pipe.text_encoder)
         for mode in ("default", "model", "blocks"):
             if time.monotonic() > deadline:
                 out["modes"][f"{mode}/{dtype_name}"] = "skipped: time budget"

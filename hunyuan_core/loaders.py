@@ -33,7 +33,7 @@ from .formats.official import VARIANTS
 from .formats.vae_files import load_vae_from_folder, vae_folder_config
 from .model.config import DiTConfig
 from .model.dit import HunyuanDiT
-from .model.fp8 import dequantise_scaled_fp8
+from .model.fp8 import dequantise_scaled_fp8, resolve_weight_dtype, store_weights
 from .model.materialise import build_with_weights
 from .model.text_encoder import BilingualTextEncoder
 from .settings.devices import resolve_device, resolve_dtype
@@ -92,14 +92,17 @@ def load_parts(
     vae_dtype: str | torch.dtype | None = None,
     variant: str | None = None,
     bert_vocab: PathLike | None = None,
+    weight_dtype: str | torch.dtype | None = None,
 ) -> LoadedParts:
     """Load the requested ``parts`` (of ``dit``, ``text_encoder``, ``vae``) of one model in any layout, each in its
     final device and dtype (``vae_dtype`` defaults to ``dtype``); the layout is detected and each file read once.
-    ``variant`` is a weight choice (ema, module, distill, merge); ``bert_vocab`` serves an all-in-one file."""
+    ``variant`` is a weight choice (ema, module, distill, merge); ``bert_vocab`` serves an all-in-one file;
+    ``weight_dtype`` (``"fp8_e4m3fn"`` / ``"fp8_e5m2"``) stores the DiT's and mT5's block Linears in fp8."""
     unknown = sorted(set(parts) - set(PARTS))
     if unknown or not parts:
         raise InputError(f"parts must be a non-empty selection of {', '.join(PARTS)}; got {sorted(parts)!r}")
     _check_variant(variant)
+    resolve_weight_dtype(weight_dtype)
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     vae_dtype = dtype if vae_dtype is None else resolve_dtype(vae_dtype, device)
@@ -113,27 +116,39 @@ def load_parts(
         out.text_encoder = read_text_encoder(files, device, dtype, bert_vocab)
     if "vae" in parts:
         out.vae = read_vae(files, device, vae_dtype)
+    store_weights(weight_dtype, out.dit, out.text_encoder)
     return out
 
 
 @_reads_model("DiT")
 def load_dit(path_or_state_dict: PathLike | Mapping[str, torch.Tensor], device: str | torch.device | None = None,
-             dtype: str | torch.dtype | None = None, variant: str | None = None) -> HunyuanDiT:
-    """Load the DiT from any layout (official tree, diffusers folder, all-in-one file, DiT-only file) or a state dict."""
+             dtype: str | torch.dtype | None = None, variant: str | None = None,
+             weight_dtype: str | torch.dtype | None = None) -> HunyuanDiT:
+    """Load the DiT from any layout (official tree, diffusers folder, all-in-one file, DiT-only file) or a state
+    dict; ``weight_dtype`` (``"fp8_e4m3fn"`` / ``"fp8_e5m2"``) stores its block Linears in fp8."""
     _check_variant(variant)
+    resolve_weight_dtype(weight_dtype)
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     if isinstance(path_or_state_dict, Mapping):
-        return _build_dit(path_or_state_dict, device, dtype, "state dict")
-    return _read_dit(find_model_files(path_or_state_dict, variant), variant, device, dtype)
+        dit = _build_dit(path_or_state_dict, device, dtype, "state dict")
+    else:
+        dit = _read_dit(find_model_files(path_or_state_dict, variant), variant, device, dtype)
+    store_weights(weight_dtype, dit=dit)
+    return dit
 
 
 @_reads_model("text encoder")
 def load_text_encoder(path: PathLike, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-                      bert_vocab: PathLike | None = None) -> BilingualTextEncoder:
-    """Load BERT + mT5 with their tokenizers from an official tree, a diffusers folder or an all-in-one file."""
+                      bert_vocab: PathLike | None = None,
+                      weight_dtype: str | torch.dtype | None = None) -> BilingualTextEncoder:
+    """Load BERT + mT5 with their tokenizers from an official tree, a diffusers folder or an all-in-one file;
+    ``weight_dtype`` (``"fp8_e4m3fn"`` / ``"fp8_e5m2"``) stores mT5's block Linears in fp8."""
+    resolve_weight_dtype(weight_dtype)
     device = resolve_device(device)
-    return read_text_encoder(find_model_files(path), device, resolve_dtype(dtype, device), bert_vocab)
+    encoder = read_text_encoder(find_model_files(path), device, resolve_dtype(dtype, device), bert_vocab)
+    store_weights(weight_dtype, text_encoder=encoder)
+    return encoder
 
 
 @_reads_model("VAE")

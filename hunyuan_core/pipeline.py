@@ -19,7 +19,6 @@ from .errors import InputError
 from .images import pil_to_tensor
 from .loaders import load_parts
 from .model.dit import HunyuanDiT
-from .model.fp8 import resolve_weight_dtype, store_fp8
 from .model.text_encoder import CLIP_LENGTH, DEFAULT_NEGATIVE_PROMPT, BilingualTextEncoder, TextEmbeddings
 from .model.vae import decode_latents, decode_needs_tiles, encode_images
 from .offload import CPU, weight_device
@@ -361,15 +360,11 @@ def load_pipeline(
             and prompts within 77 tokens are encoded exactly as by default.
     """
     check_beta_end(beta_end)
-    storage = resolve_weight_dtype(weight_dtype)
     devices = resolve_devices(device, device_map)
     one_device = offload is None and len(set(devices.values())) == 1
     parts = load_parts(path, device=devices["dit"] if one_device else CPU, dtype=resolve_dtype(dtype, devices["dit"]),
-                       variant=variant, bert_vocab=bert_vocab)
+                       variant=variant, bert_vocab=bert_vocab, weight_dtype=weight_dtype)
     parts.text_encoder.bert_length = parts.text_encoder.check_bert_length(bert_length)
-    if storage is not None:
-        store_fp8(parts.dit, storage, "dit")
-        store_fp8(parts.text_encoder.mt5, storage, "mt5")
     pipe = HunyuanDiTPipeline(parts.dit, parts.text_encoder, parts.vae, beta_end=beta_end)
     pipe.set_placement(offload, devices, resident_blocks)
     return pipe

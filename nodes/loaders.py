@@ -14,6 +14,7 @@ from hunyuan_core.errors import InputError
 from hunyuan_core.formats.official import VARIANTS as OFFICIAL_VARIANTS
 from hunyuan_core.formats.two_files import load_text_encoder_from_files
 from hunyuan_core.loaders import load_dit, load_parts, load_text_encoder, load_vae
+from hunyuan_core.model.fp8 import WEIGHT_DTYPES, store_weights
 from hunyuan_core.model.versions import VERSION_DEFAULTS
 from hunyuan_core.settings.devices import DTYPES
 
@@ -48,6 +49,11 @@ _TIP_VARIANT = (
     "auto takes EMA first. Ignored for single files."
 )
 _TIP_DTYPE = "Weight precision. auto: fp16 on GPUs (the official precision), fp32 on CPU."
+DEFAULT_STORAGE = "default"
+_TIP_WEIGHT_DTYPE = (
+    "Storage of the {what}'s large block Linears. default: as dtype. fp8_e4m3fn / fp8_e5m2: 8-bit weights cast to "
+    "dtype per layer, about half the memory of fp16; approximate (layer outputs within 3-5 %, see README)."
+)
 
 
 def _ui(text: str, unique_id: str | None, result: tuple) -> io.NodeOutput:
@@ -59,6 +65,8 @@ def _ui(text: str, unique_id: str | None, result: tuple) -> io.NodeOutput:
 def _describe(dit, variant: str, choice: str) -> str:
     version = VERSION_DEFAULTS[dit.config.version].name
     dtype = str(dit.dtype).replace("torch.", "")
+    stored = {p.dtype for p in dit.blocks.parameters()}
+    dtype += "".join(f", block weights {name}" for name, d in WEIGHT_DTYPES.items() if d in stored)
     chosen = "" if variant == "auto" else f", weights {variant}"
     return f"HunyuanDiT {version} ({dit.config.depth} blocks, {dtype}{chosen}) from {choice}"
 
@@ -76,6 +84,15 @@ def bert_vocab_for(weights: str) -> str | None:
 
 def _dtype_input(tooltip: str = _TIP_DTYPE) -> io.Combo.Input:
     return io.Combo.Input("dtype", options=list(DTYPES), default="auto", tooltip=tooltip)
+
+
+def _weight_dtype_input(what: str) -> io.Combo.Input:
+    return io.Combo.Input("weight_dtype", options=[DEFAULT_STORAGE, *WEIGHT_DTYPES], default=DEFAULT_STORAGE,
+                          optional=True, tooltip=_TIP_WEIGHT_DTYPE.format(what=what))
+
+
+def _storage(weight_dtype: str) -> str | None:
+    return None if weight_dtype == DEFAULT_STORAGE else weight_dtype
 
 
 def _variant_input() -> io.Combo.Input:
@@ -99,6 +116,7 @@ class HunyuanDiTCheckpointLoader(io.ComfyNode):
                 )),
                 _variant_input(),
                 _dtype_input(),
+                _weight_dtype_input("DiT and mT5"),
             ],
             outputs=[
                 MODEL.Output(display_name="model", tooltip="The DiT."),
@@ -110,13 +128,14 @@ class HunyuanDiTCheckpointLoader(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, ckpt_name: str, variant: str, dtype: str) -> io.NodeOutput:
+    def execute(cls, ckpt_name: str, variant: str, dtype: str, weight_dtype: str = DEFAULT_STORAGE) -> io.NodeOutput:
         unique_id = cls.hidden.unique_id
         path = resolve_choice(ckpt_name, CHECKPOINT_FOLDERS)
         compute = host.torch_device()
         parts = load_parts(  # the VAE in ComfyUI's VAE precision: a plain SDXL VAE overflows in fp16
             path, device=host.offload_device(), dtype=resolve_dtype(dtype, compute), vae_dtype=host.vae_dtype(compute),
             variant=None if variant == "auto" else variant, bert_vocab=bert_vocab_for(path),
+            weight_dtype=_storage(weight_dtype),
         )
         info = _describe(parts.dit, variant, ckpt_name)
         result = (
@@ -145,6 +164,7 @@ class HunyuanDiTModelLoader(io.ComfyNode):
                 )),
                 _variant_input(),
                 _dtype_input(),
+                _weight_dtype_input("DiT"),
             ],
             outputs=[
                 MODEL.Output(display_name="model", tooltip="The DiT."),
@@ -154,12 +174,12 @@ class HunyuanDiTModelLoader(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model_name: str, variant: str, dtype: str) -> io.NodeOutput:
+    def execute(cls, model_name: str, variant: str, dtype: str, weight_dtype: str = DEFAULT_STORAGE) -> io.NodeOutput:
         unique_id = cls.hidden.unique_id
         path = resolve_choice(model_name, DIT_FOLDERS)
         dit = load_dit(
             path, device=host.offload_device(), dtype=resolve_dtype(dtype, host.torch_device()),
-            variant=None if variant == "auto" else variant,
+            variant=None if variant == "auto" else variant, weight_dtype=_storage(weight_dtype),
         )
         info = _describe(dit, variant, model_name)
         return _ui(info, unique_id, (ModelHandle(dit), info))
@@ -191,24 +211,28 @@ class HunyuanDiTTextEncoderLoader(io.ComfyNode):
                     "Only for the text_encoders/ source: the mT5 weights (official mt5/pytorch_model.bin or an "
                     "encoder-only mT5-XL file), with its spiece.model in the same folder."
                 )),
+                _weight_dtype_input("mT5"),
             ],
             outputs=[TEXT_ENCODER.Output(display_name="text_encoder", tooltip="BERT + mT5 with their tokenizers.")],
         )
 
     @classmethod
-    def execute(cls, source: str, dtype: str, bert_file: str = NONE, mt5_file: str = NONE) -> io.NodeOutput:
+    def execute(cls, source: str, dtype: str, bert_file: str = NONE, mt5_file: str = NONE,
+                weight_dtype: str = DEFAULT_STORAGE) -> io.NodeOutput:
         device = host.text_encoder_offload_device()
-        weight_dtype = resolve_dtype(dtype, host.torch_device())
+        precision = resolve_dtype(dtype, host.torch_device())
         if source == SEPARATE_FILES:
             if NONE in (bert_file, mt5_file):
                 raise InputError("text encoders from text_encoders/: pick both bert_file and mt5_file")
             bert_path = host.get_full_path("text_encoders", bert_file)
             encoder = load_text_encoder_from_files(
-                bert_path, host.get_full_path("text_encoders", mt5_file), device, weight_dtype, bert_vocab_for(bert_path),
+                bert_path, host.get_full_path("text_encoders", mt5_file), device, precision, bert_vocab_for(bert_path),
             )
+            store_weights(_storage(weight_dtype), text_encoder=encoder)
         else:
             path = resolve_choice(source, TEXT_ENCODER_FOLDERS)
-            encoder = load_text_encoder(path, device=device, dtype=weight_dtype, bert_vocab=bert_vocab_for(path))
+            encoder = load_text_encoder(path, device=device, dtype=precision, bert_vocab=bert_vocab_for(path),
+                                        weight_dtype=_storage(weight_dtype))
         return io.NodeOutput(TextEncoderHandle(encoder))
 
 

@@ -237,6 +237,19 @@ def test_fp8_pipeline_stores_only_block_linears_and_stays_close(tiny_official, r
     assert 0 < error < FP8_BOUND[dtype] * 2  # README: the tiny model's latents after 3 steps
 
 
+def test_a_lora_merges_into_fp8_weights_and_restores_them_exactly(tiny_official, tmp_path):
+    pipe = hy.load_pipeline(tiny_official, device="cpu", weight_dtype="fp8_e4m3fn", offload="blocks")
+    before = {k: v.clone() for k, v in pipe.dit.state_dict().items()}
+    plain = pipe(PROMPT, **RUN)
+    pipe.set_loras([(write_kohya(tmp_path / "k.safetensors", pipe.dit)[0], 0.8)])
+    merged = pipe.dit.state_dict()
+    assert any(not torch.equal(before[k], merged[k]) and merged[k].dtype == torch.float8_e4m3fn for k in before)
+    assert (pipe(PROMPT, **RUN).latents - plain.latents).abs().max() > 0.1
+    pipe.set_loras([])
+    assert all(torch.equal(before[k], v) for k, v in pipe.dit.state_dict().items())
+    assert _same_images(pipe(PROMPT, **RUN), plain)
+
+
 def test_an_fp8_checkpoint_round_trips(tmp_path, tiny_official):
     pipe = hy.load_pipeline(tiny_official, device="cpu", weight_dtype="fp8_e4m3fn")
     folder = save_pipeline(pipe, tmp_path / "fp8", "diffusers")

@@ -42,6 +42,7 @@ from nodes.loaders import (  # noqa: E402
     HunyuanDiTModelLoader,
     HunyuanDiTTextEncoderLoader,
     HunyuanDiTVAELoader,
+    bert_vocab_for,
 )
 from nodes.sampling import CUSTOM, HunyuanDiTSampler  # noqa: E402
 
@@ -240,6 +241,40 @@ def test_text_encoder_sources_agree(loaded):
         pos, _ = encode(encoder, "a cat catching butterflies")
         torch.testing.assert_close(pos.t5, reference.t5, atol=2e-3, rtol=2e-3)
         torch.testing.assert_close(pos.clip, reference.clip, atol=2e-3, rtol=2e-3)
+
+
+def test_loaders_store_block_weights_in_fp8_as_the_core_does(loaded, models_env):
+    """The weight_dtype option: the same fp8 weights as ``hunyuan_core``'s loaders, a close image, and a
+    workflow without the option (saved before it existed) loads as before."""
+    from hunyuan_core.loaders import load_parts
+    from hunyuan_core.model.fp8 import FP8Linear
+
+    (model, encoder, _vae, info), _ = call_node(HunyuanDiTCheckpointLoader, ckpt_name=ALL_IN_ONE, variant="auto",
+                                               dtype="fp32", weight_dtype="fp8_e4m3fn")
+    assert "block weights fp8_e4m3fn" in info and "fp8" not in loaded[3]
+    core = load_parts(models_env.models / ALL_IN_ONE, ("dit", "text_encoder"), device="cpu", dtype="fp32",
+                      bert_vocab=bert_vocab_for(str(models_env.models / ALL_IN_ONE)), weight_dtype="fp8_e4m3fn")
+    ours = {**model.dit.state_dict(), **{f"mt5.{k}": v for k, v in encoder.encoder.mt5.state_dict().items()}}
+    theirs = {**core.dit.state_dict(), **{f"mt5.{k}": v for k, v in core.text_encoder.mt5.state_dict().items()}}
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert any(t.dtype == torch.float8_e4m3fn for t in ours.values())
+    assert isinstance(model.dit.blocks[0].attn1.Wqkv, FP8Linear)
+    assert all(type(m) is torch.nn.Linear for m in loaded[0].dit.modules() if isinstance(m, torch.nn.Linear))
+    pos, neg = encode(encoder)
+    (latent,), _ = call_node(HunyuanDiTSampler, model=model, positive=pos, negative=neg, **SMALL)
+    ref_pos, ref_neg = encode(loaded[1])
+    (reference,), _ = call_node(HunyuanDiTSampler, model=loaded[0], positive=ref_pos, negative=ref_neg, **SMALL)
+    error = ((latent["samples"] - reference["samples"]).norm() / reference["samples"].norm()).item()
+    assert 0 < error < 0.1
+    (dit, dit_info), _ = call_node(HunyuanDiTModelLoader, model_name=DIFFUSERS_V12, variant="auto", dtype="fp32",
+                                  weight_dtype="fp8_e5m2")
+    assert "block weights fp8_e5m2" in dit_info and dit.dit.blocks[0].mlp.fc1.weight.dtype == torch.float8_e5m2
+    (te,), _ = call_node(HunyuanDiTTextEncoderLoader, source=SEPARATE_FILES, dtype="fp32", bert_file=BERT_FILE,
+                         mt5_file=MT5_FILE, weight_dtype="fp8_e4m3fn")
+    assert te.encoder.mt5.encoder.block[0].layer[1].DenseReluDense.wi_0.weight.dtype == torch.float8_e4m3fn
+    assert te.encoder.bert.encoder.layer[0].attention.self.query.weight.dtype == torch.float32
+    with pytest.raises(InputError, match="weight_dtype must be"):
+        call_node(HunyuanDiTModelLoader, model_name=DIT_ONLY, variant="auto", dtype="fp32", weight_dtype="int4")
 
 
 def test_vae_loader_reads_a_vae_file_and_model_folders(loaded):

@@ -58,6 +58,18 @@ def store_fp8(model: nn.Module, dtype: torch.dtype, place: str) -> int:
     return count
 
 
+def store_weights(weight_dtype: str | torch.dtype | None, dit: nn.Module | None = None,
+                  text_encoder: object | None = None) -> None:
+    """Store a DiT's and a text encoder's mT5 block Linears in ``weight_dtype`` (None: leave them as loaded)."""
+    storage = resolve_weight_dtype(weight_dtype)
+    if storage is None:
+        return
+    if dit is not None:
+        store_fp8(dit, storage, "dit")
+    if text_encoder is not None:
+        store_fp8(text_encoder.mt5, storage, "mt5")
+
+
 def dequantise_scaled_fp8(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """ComfyUI's "scaled fp8" files (a ``scaled_fp8`` marker tensor, fp8 weights with a per-layer
     ``scale_weight``, optional ``scale_input``) -> plain weights ``weight * scale_weight`` in fp32 without the
