@@ -6,6 +6,7 @@ import argparse
 import errno
 import sys
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import fields, replace
 from pathlib import Path
@@ -15,6 +16,7 @@ from . import __version__
 from .errors import HunyuanError, InputError, OutputError
 from .metadata import ControlUse, GenerationParams, format_params, png_info, read_params
 from .outputs import check_writable_dir, save_new
+from .pipeline import DEFAULT_STRENGTH
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -102,7 +104,6 @@ def controls_from_args(args: argparse.Namespace, device, dtype) -> list:
 # Per-model defaults of --width/--height/--steps: the tiny model only checks an install, in seconds.
 MODEL_DEFAULTS = {"tiny": (256, 256, 4)}
 REAL_DEFAULTS = (1024, 1024, 50)
-DEFAULT_STRENGTH = 0.8  # img2img denoise, as pipe(...)
 # generate's options that set a GenerationParams field of the same meaning: option -> field
 OPTION_FIELDS = {
     "model": "model", "prompt": "prompt", "negative": "negative_prompt", "width": "width", "height": "height",
@@ -121,6 +122,7 @@ def size_and_steps(model: str) -> tuple[int, int, int]:
 def _request(args: argparse.Namespace) -> GenerationParams:
     """The run's settings: those of ``--from-png`` (when given), then every option given on the command line,
     then the defaults (per model for the size and steps; an ``--image``'s own size, to a multiple of 16)."""
+    from .diffusers_style import image_size
     from .images import open_image
     from .metadata import Resource
 
@@ -143,11 +145,11 @@ def _request(args: argparse.Namespace) -> GenerationParams:
         params.strength = DEFAULT_STRENGTH
     width, height, steps = size_and_steps(params.model)
     if params.image is not None and ("width" not in given or "height" not in given) and args.from_png is None:
-        w, h = open_image(params.image).size
-        width, height = max(16, round(w / 16) * 16), max(16, round(h / 16) * 16)
-        if (width, height) != (w, h):
-            print(f"note: drawing at {width}x{height}, the --image's {w}x{h} rounded to a multiple of 16",
-                  file=sys.stderr)
+        with warnings.catch_warnings(record=True) as rounded:
+            warnings.simplefilter("always")
+            width, height = image_size(open_image(params.image), given.get("width"), given.get("height"))
+        for warning in rounded:
+            print(f"note: {warning.message}", file=sys.stderr)
     if args.from_png is None:
         params.width, params.height = given.get("width", width), given.get("height", height)
         params.steps = given.get("steps", steps)

@@ -64,6 +64,9 @@ def prepare_image(image: Image.Image | torch.Tensor, width: int, height: int, mo
     return pil_to_tensor(image)
 
 
+DEFAULT_STRENGTH = 0.8  # img2img: how much of the input image is redrawn
+
+
 class HunyuanDiTPipeline:
     """DiT + bilingual text encoder + SDXL VAE. ``beta_end`` overrides the release's default schedule end."""
 
@@ -167,7 +170,7 @@ class HunyuanDiTPipeline:
         latents: torch.Tensor | None = None,
         guidance_rescale: float = 0.0,
         image: Image.Image | torch.Tensor | None = None,
-        strength: float = 0.8,
+        strength: float = DEFAULT_STRENGTH,
         mask: Image.Image | torch.Tensor | None = None,
         beta_end: float | None = None,
         tiled_decode: bool | None = None,
@@ -209,7 +212,7 @@ class HunyuanDiTPipeline:
             latents: the starting noise ``[n, 4, height/8, width/8]`` instead of drawing it from the seeds.
             guidance_rescale: 0..1, blends the guided prediction towards the conditional one's spread.
             image: the picture to start from (img2img / inpainting), PIL or ``[B,C,H,W]`` 0..1.
-            strength: img2img, how much to change ``image`` (1 = ignore it); default 0.8.
+            strength: img2img, how much to change ``image`` (1 = ignore it); default 0.8 (as diffusers).
             mask: inpainting, white (1) = repaint, needs ``image``.
             beta_end: this call's schedule end (default: the one given at load time, else the release's).
             tiled_decode: decode the VAE tile by tile; default: ``enable_vae_tiling()``'s setting, else only when a

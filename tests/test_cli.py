@@ -190,7 +190,7 @@ def test_image_size_is_rounded_to_16_with_a_note(tmp_path, capsys):
     assert main(["generate", "--model", "tiny", "--prompt", "猫", "--steps", "1", "--image", str(tmp_path / "in.png"),
                  "--out", str(tmp_path / "o")]) == 0
     assert Image.open(_only_png(tmp_path / "o")).size == (96, 64)
-    assert "drawing at 96x64, the --image's 90x70 rounded to a multiple of 16" in capsys.readouterr().err
+    assert "note: the input image is 90x70; it is resized to 96x64" in capsys.readouterr().err
 
 
 def test_every_png_carries_its_own_parameters(tmp_path):
