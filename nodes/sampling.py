@@ -171,7 +171,7 @@ class HunyuanDiTSampler(io.ComfyNode):
         # ComfyUI makes room for the weights and one step's activations (evicting e.g. the text encoders); the
         # DiT and its ControlNets load together, so loading one cannot evict another.
         rows = batch_size * (2 if cfg > 1 else 1)
-        work = dit_activation_bytes(model.dit.config, model.dit.dtype, width, height, rows)
+        work = dit_activation_bytes(model.dit.config, model.dit.dtype, width, height, rows, len(controlnets))
         try:
             with on_compute_device(model.dit, *controlnets, offload_device=host.offload_device(), memory_required=work):
                 # This branch's LoRAs, merged from the base weights on the device the DiT is on (a no-op when the

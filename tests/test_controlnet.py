@@ -354,3 +354,28 @@ def test_cli_pairs_controlnets_and_checks_before_loading(tmp_path, capsys):
                  str(tmp_path / "hint.png"), "--control-strength", "0.7", "--width", "64", "--height", "64",
                  "--steps", "2", "--out", str(tmp_path / "out")])
     assert code == 0 and len(list((tmp_path / "out").glob("*.png"))) == 1
+
+
+def test_the_memory_check_counts_the_controlnets_residuals(tiny_official, monkeypatch):
+    import hunyuan_core.settings.validate as validate
+
+    pipe = hy.load_pipeline(tiny_official, device="cpu")
+    cfg = pipe.dit.config
+    base = validate.dit_activation_bytes(cfg, torch.float32, 64, 64, 2)
+    one = validate.dit_activation_bytes(cfg, torch.float32, 64, 64, 2, controlnets=1)
+    tokens = 2 * (64 // 8 // cfg.patch_size) ** 2
+    assert one - base == tokens * cfg.hidden_size * 4 * (cfg.depth // 2 - 1)  # one residual per copied block
+    assert validate.dit_activation_bytes(cfg, torch.float32, 64, 64, 2, controlnets=3) - base == 2 * (one - base)
+
+    class Started(Exception):
+        pass
+
+    def started():
+        raise Started
+
+    monkeypatch.setattr(validate, "free_memory", lambda device: (base + one) // 2)
+    with pytest.raises(Started):  # room for the DiT alone
+        pipe(PROMPT, width=64, height=64, steps=2, cancel=started)
+    control = hy.Control(tiny_controlnet(), Image.new("RGB", (64, 64)))
+    with pytest.raises(hy.InputError, match="64x64 px x 2 images per step needs about"):
+        pipe(PROMPT, width=64, height=64, steps=2, controlnets=[control], cancel=started)

@@ -77,7 +77,8 @@ def sample(
     if guided and negative is None:
         raise InputError("guidance_scale > 1 needs a negative prompt encoding")
     device = dit.device
-    check_memory(dit.config, dit.dtype, device, width, height, 2 * n if guided else n)
+    check_memory(dit.config, dit.dtype, device, width, height, 2 * n if guided else n,
+                 len({id(c.controlnet) for c in controls if c.active}))
     source = None
     if init_latents is not None:  # one image to start all from, or one per image
         source = init_latents.to(device)

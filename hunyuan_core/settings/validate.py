@@ -163,20 +163,26 @@ def check_generate(*, prompt: str | Sequence[str], negative_prompt: str | Sequen
     check_sampling(prompts=len(prompts), **settings)
 
 
-def dit_activation_bytes(config: DiTConfig, dtype: torch.dtype, width: int, height: int, rows: int) -> int:
+def dit_activation_bytes(config: DiTConfig, dtype: torch.dtype, width: int, height: int, rows: int,
+                         controlnets: int = 0) -> int:
     """The DiT's activation memory for one step [estimate]: the long skips of the first half of the blocks plus
-    one block's working set (``limits.BLOCK_WORKING_SET``) for every token row."""
+    one block's working set (``limits.BLOCK_WORKING_SET``) for every token row. With ``controlnets``, their
+    residuals (one per copied block, ``depth / 2 - 1``) are held too: the running sum, and the next ControlNet's
+    own while it computes."""
     tokens = token_rows(width, height, rows, config.patch_size)
-    return tokens * config.hidden_size * (torch.finfo(dtype).bits // 8) * (config.depth // 2 + BLOCK_WORKING_SET)
+    per_block = tokens * config.hidden_size * (torch.finfo(dtype).bits // 8)
+    return per_block * (config.depth // 2 + BLOCK_WORKING_SET + min(controlnets, 2) * (config.depth // 2 - 1))
 
 
-def check_memory(config: DiTConfig, dtype: torch.dtype, device: torch.device, width: int, height: int, rows: int) -> None:
-    """Refuse a run whose DiT activations cannot fit in the memory ``device`` has free.
+def check_memory(config: DiTConfig, dtype: torch.dtype, device: torch.device, width: int, height: int, rows: int,
+                 controlnets: int = 0) -> None:
+    """Refuse a run whose DiT activations (and ``controlnets``' residuals) cannot fit in the memory ``device``
+    has free.
 
     The estimate is :func:`dit_activation_bytes`; attention goes through SDPA, whose fused kernels need memory
     linear in the tokens (included in the working set), not the tokens x tokens score matrix.
     """
-    need = dit_activation_bytes(config, dtype, width, height, rows)
+    need = dit_activation_bytes(config, dtype, width, height, rows, controlnets)
     free = free_memory(device)
     if free is not None and need > free:
         raise InputError(
