@@ -49,8 +49,9 @@ def test_wheel_metadata_carries_the_license(tmp_path):
 @pytest.mark.parametrize("path, left_out", [
     ("tests/test_cli.py", True), ("bench/bench_speed.py", True), (".ci/run", True), ("docs/thumbnails.py", True),
     ("hunyuan_core/cli.py", False), ("nodes/sampling.py", False), ("__init__.py", False), ("LICENSE", False),
-    ("pyproject.toml", False), ("README.md", False), ("workflows/hunyuan_dit_img2img.json", False),
-    ("workflows/hunyuan_dit_img2img.jpg", False), ("docs/architecture.md", False),
+    ("pyproject.toml", False), ("README.md", False),
+    ("example_workflows/Hunyuan-DiT - image to image.json", False),
+    ("example_workflows/Hunyuan-DiT - image to image.jpg", False), ("docs/architecture.md", False),
     ("hunyuan_core/upscaler/tests_like_name.py", False),
 ])
 def test_comfyignore_leaves_out_development_files(tmp_path, path, left_out):
@@ -74,7 +75,7 @@ def test_every_workflow_has_its_thumbnail():
     """ComfyUI 0.3.64's template browser loads ``/api/workflow_templates/<pack>/<name>.jpg`` for each workflow."""
     from PIL import Image
 
-    workflows = sorted((ROOT / "workflows").glob("*.json"))
+    workflows = sorted((ROOT / "example_workflows").glob("*.json"))
     assert workflows
     for path in workflows:
         with Image.open(path.with_suffix(".jpg")) as thumbnail:
