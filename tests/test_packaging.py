@@ -1,6 +1,7 @@
 """What the wheel and the ComfyUI registry zip carry: the license, the project metadata, no development files."""
 
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -80,6 +81,16 @@ def test_every_workflow_has_its_thumbnail():
     for path in workflows:
         with Image.open(path.with_suffix(".jpg")) as thumbnail:
             assert thumbnail.format == "JPEG" and thumbnail.size == _thumbnails().SIZE, path.name
+
+
+def test_workflow_names_are_titles_that_survive_packing_and_urls():
+    """The name is the template browser's title. The registry's packer reads plain ``git ls-files`` output (which
+    quotes non-ASCII names) and the browser puts the name into URLs unescaped: ASCII letters, digits, spaces and
+    ``-,()`` only."""
+    for path in (ROOT / "example_workflows").glob("*.json"):
+        assert re.fullmatch(r"Hunyuan-DiT - [A-Za-z0-9 ,()-]+", path.stem), path.name
+        listed = subprocess.run(["git", "ls-files", "--", path.name], cwd=path.parent, capture_output=True, text=True)
+        assert listed.stdout.strip() in ("", path.name)  # "" outside a git checkout (an unpacked zip)
 
 
 def test_thumbnail_draws_the_nodes_and_their_wires():
