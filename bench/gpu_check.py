@@ -52,7 +52,7 @@ def full_size_pipeline(device: torch.device, dtype: torch.dtype) -> HunyuanDiTPi
     from diffusers.utils import logging as diffusers_logging
     from transformers import BertConfig, BertModel, MT5Config, MT5EncoderModel
 
-    from hunyuan_core.formats.text_encoder_files import _materialise_buffers
+    from hunyuan_core.model.materialise import materialise_buffers
 
     with torch.device("meta"):
         dit = HunyuanDiT(DiTConfig())
@@ -70,7 +70,7 @@ def full_size_pipeline(device: torch.device, dtype: torch.dtype) -> HunyuanDiTPi
             model.to_empty(device=device)
             for module in model.modules():  # buffers (BERT's position and token-type ids) as a loader makes them
                 module._buffers.update({k: b.to("meta") for k, b in module._buffers.items() if b is not None})
-            _materialise_buffers(model, device)
+            materialise_buffers(model, device)
             generator = torch.Generator(device).manual_seed(0)
             for name, p in model.named_parameters():
                 if p.ndim == 1 and "norm" in name:
@@ -156,6 +156,7 @@ def tiny_offload_cost(steps: int = 8, repeats: int = 3) -> dict[str, float]:
 
     path = make_tiny(tempfile.mkdtemp(prefix="gpu_check_tiny_"))
     pipe = hy.load_pipeline(path, device="cpu")
+    pipe.set_progress_bar_config(disable=True)
     best = {}
     for mode in ("default", "model", "blocks"):
         pipe.set_placement(MODES[mode][0], dict.fromkeys(COMPONENTS, torch.device("cpu")))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -268,7 +269,9 @@ class HunyuanDiTPipeline:
         if ip_adapter is not None:
             ip_adapter.attach(self.dit)  # refuses a DiT it does not fit before the image encoder runs
         if ip_image is not None:
-            image_prompt = ImagePrompt(ip_adapter.encode_image(ip_image), scale=ip_scale)
+            encoder = ip_adapter.image_encoder
+            with self.placement.guest("image_encoder", encoder, "dit") if encoder is not None else nullcontext():
+                image_prompt = ImagePrompt(ip_adapter.encode_image(ip_image), scale=ip_scale)
         if image_prompt is not None:
             image_prompt.check()
         if mask is not None and image is None:
@@ -298,8 +301,11 @@ class HunyuanDiTPipeline:
             if progress is not None:
                 progress(step, total, x)
 
+        nets = {id(c.controlnet): c.controlnet for c in controlnets}  # a ControlNet given twice visits once
         try:
-            with self.placement.visit("dit"):
+            with self.placement.visit("dit"), ExitStack() as guests:
+                for i, net in enumerate(nets.values()):
+                    guests.enter_context(self.placement.guest(f"controlnet.{i}", net, "dit"))
                 lat = sample(
                     self.dit, positive, neg, width=width, height=height, steps=steps, guidance_scale=guidance_scale,
                     guidance_rescale=guidance_rescale, sampler=sampler, schedule=schedule, seed=seeds,

@@ -1,10 +1,14 @@
 """Low-memory modes, device map and fp8 storage on the tiny model (CPU): the offload modes must give the default
 mode's images bit for bit and move what the residency log says, in the order it says."""
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from lora_files import write_kohya
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import hunyuan_core as hy
@@ -12,7 +16,9 @@ from hunyuan_core.errors import InputError
 from hunyuan_core.formats.convert import save_pipeline
 from hunyuan_core.model.fp8 import WEIGHT_DTYPES, FP8Linear, dequantise_scaled_fp8, store_fp8
 from hunyuan_core.model.vae import decode_bytes, decode_needs_tiles
+from hunyuan_core.offload import weight_bytes
 from hunyuan_core.placement import resolve_devices
+from hunyuan_core.tiny import make_tiny_ip_adapter, tiny_controlnet
 
 RUN = dict(width=64, height=64, steps=3, seed=3, guidance_scale=5.0)
 PROMPT = "一只戴着墨镜的柴犬 a shiba inu"
@@ -72,7 +78,7 @@ def test_an_error_in_a_stage_leaves_everything_at_rest(tiny_official):
     with pytest.raises(KeyboardInterrupt):
         pipe(PROMPT, cancel=stop, **RUN)
     assert pipe.placement.residency["cpu"].resident == {}
-    assert all(not w.visiting for s in pipe.placement._streams["dit"] for w in s.weights)
+    assert all(not w.visiting for s in pipe.placement._visitors["dit"].streams for w in s.weights)
 
 
 def test_diffusers_style_methods_and_to_switch_modes(tiny_official, reference):
@@ -107,6 +113,69 @@ def test_device_map_places_each_component_and_matches(tiny_official, reference):
         resolve_devices("cpu", {"dit": "cuda:7"})
     with pytest.raises(InputError, match="offload must be"):
         hy.load_pipeline(tiny_official, device="cpu", offload="disk")
+
+
+@pytest.mark.parametrize("offload", ["model", "blocks"])
+def test_controlnets_visit_with_the_dit_and_rest_after(tiny_official, offload):
+    hint = Image.new("RGB", (64, 64), (250, 250, 250))
+    hint.paste((0, 0, 0), (16, 16, 48, 48))
+    net = tiny_controlnet()
+    controls = [hy.Control(net, hint, strength=0.8), hy.Control(net, hint, strength=0.3, start=0.5)]  # one net twice
+    reference = hy.load_pipeline(tiny_official, device="cpu")(PROMPT, **RUN, controlnets=controls)
+    pipe = hy.load_pipeline(tiny_official, device="cpu", offload=offload, resident_blocks=1)
+    log = pipe.placement.residency["cpu"]
+    seen = []  # what was resident whenever a ControlNet block computed
+    for i, block in enumerate(net.blocks):
+        block.register_forward_pre_hook(lambda m, a, i=i: seen.append((i, dict(log.resident))))
+    assert _same_images(pipe(PROMPT, **RUN, controlnets=controls), reference)
+    arrive, leave = log.events.index(("arrive", "controlnet.0")), log.events.index(("leave", "controlnet.0"))
+    assert log.events.index(("arrive", "dit")) < arrive < leave < log.events.index(("leave", "dit"))
+    assert [u for _, u in log.events].count("controlnet.0") == 2 and "controlnet.1" not in str(log.events)
+    assert seen and all("dit" in units and "controlnet.0" in units for _, units in seen)
+    if offload == "blocks":  # streamed like the DiT's, with their own bytes
+        assert all(units[f"controlnet.0.blocks.{i}"] == weight_bytes(net.blocks[i]) for i, units in seen)
+        assert log.most_resident("controlnet.0.blocks.") == 1
+    else:
+        assert not any(u.startswith("controlnet.0.blocks.") for _, u in log.events)
+    assert log.resident == {} and all(len(m._forward_pre_hooks) == 1 for m in net.blocks)  # only the test's hook
+
+
+@pytest.mark.parametrize("offload", ["model", "blocks"])
+def test_an_ip_adapter_attached_after_loading_visits_with_the_dit(tiny_official, tmp_path, offload):
+    ipa_path, encoder_path = make_tiny_ip_adapter(tmp_path)
+    ipa = hy.load_ip_adapter(ipa_path, image_encoder=encoder_path, device="cpu", dtype="fp32")
+    reference = hy.load_pipeline(tiny_official, device="cpu")
+    kw = dict(**RUN, ip_adapter=ipa, ip_image=Image.new("RGB", (40, 30), (200, 30, 40)))
+    expected = reference(PROMPT, **kw)
+    pipe = hy.load_pipeline(tiny_official, device="cpu", offload=offload)
+    log = pipe.placement.residency["cpu"]
+    dit_bytes = []
+    pipe.dit.blocks[0].register_forward_pre_hook(lambda m, a: dit_bytes.append(
+        sum(b for u, b in log.resident.items() if u == "dit" or u.startswith("dit.blocks."))))
+    assert _same_images(pipe(PROMPT, **kw), expected)
+    # the DiT was placed anew with its image branch: what visits is the DiT with the adapter's weights
+    assert dit_bytes and max(dit_bytes) > 0 and pipe.placement._visitors["dit"].fits(pipe.dit)
+    resting = pipe.placement._visitors["dit"]
+    streamed = sum(w.nbytes for s in resting.streams for w in s.weights)
+    assert resting.weights.nbytes + streamed == weight_bytes(pipe.dit)
+    encoder = log.events.index(("arrive", "image_encoder"))
+    assert log.events[encoder + 1] == ("leave", "image_encoder") and encoder < log.events.index(("arrive", "dit"))
+    assert log.resident == {}
+    assert _same_images(pipe(PROMPT, **kw), expected)  # placed once: the second call needs nothing new
+    assert pipe.placement._visitors["dit"] is resting
+
+
+def test_the_computed_full_size_peaks_meet_the_targets():
+    """bench/gpu_check.py's CPU part: v1.2-sized models on the meta device through the real placement."""
+    spec = importlib.util.spec_from_file_location("gpu_check", Path(__file__).parents[1] / "bench" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    peaks = gpu_check.computed_peaks()
+    assert set(peaks) == {"default", "model", "blocks", "model+fp8", "blocks+fp8"}
+    for mode, r in peaks.items():
+        assert r["target_gb"] is None or r["peak_gb"] <= r["target_gb"], mode
+    assert peaks["blocks"]["peak_gb"] < peaks["model"]["peak_gb"] < peaks["default"]["peak_gb"]
+    assert peaks["model+fp8"]["peak_gb"] < peaks["model"]["peak_gb"]
 
 
 def test_tiled_decode_is_chosen_only_when_a_whole_decode_would_not_fit(monkeypatch):
