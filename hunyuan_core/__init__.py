@@ -14,6 +14,7 @@ from .errors import HunyuanError, InputError, ModelFileError, NumericsError, Out
 from .loaders import load_dit, load_parts, load_text_encoder, load_vae
 from .metadata import GenerationParams, read_params
 from .pipeline import HunyuanDiTPipeline, PipelineOutput, load_pipeline
+from .progress import set_loading_bar_config
 from .rewriter import load_rewriter
 from .sampling.image_prompt import ImagePrompt
 from .sampling.sample import sample
@@ -26,5 +27,5 @@ __all__ = [
     "GenerationParams", "HunyuanDiTPipeline", "HunyuanError", "IPAdapter", "ImagePrompt", "InputError", "LoRA", "ModelFileError", "NumericsError", "OutputError", "PRESETS",
     "PipelineOutput", "SAMPLERS",
     "Upscaler", "apply_loras", "convert_image_encoder", "load_dit", "load_ip_adapter", "load_lora", "load_parts", "load_pipeline", "load_rewriter", "load_text_encoder", "load_upscaler", "load_vae",
-    "read_params", "render", "sample", "upscale_images",
+    "read_params", "render", "sample", "set_loading_bar_config", "upscale_images",
 ]

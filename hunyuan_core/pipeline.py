@@ -287,7 +287,9 @@ class HunyuanDiTPipeline:
             with self.placement.visit("vae"):
                 if image is not None:
                     pixels = prepare_image(image, width, height).to(self.vae.device, self.vae.dtype)
-                    init = encode_images(self.vae, pixels, generator=torch.Generator("cpu").manual_seed(seeds[0]))
+                    # the posterior drawn with each image's own seed: image i repeats a single run with seeds[i]
+                    generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+                    init = encode_images(self.vae, pixels, generator=generators)
                 controls = prepare_controls(controlnets, self.vae, width, height)
         step_end = None
         if callback_on_step_end is not None:

@@ -97,8 +97,9 @@ class HunyuanDiTVAEEncode(io.ComfyNode):
         pixels = pixels[:, :, top : top + h, left : left + w]
         with on_compute_device(vae.vae, offload_device=host.vae_offload_device(),
                                memory_required=encode_memory(pixels, vae.vae.dtype)):
-            # a fixed generator: the same image always encodes to the same latent, as ComfyUI's cache expects
-            scaled = encode_images(vae.vae, pixels, generator=torch.Generator().manual_seed(0))
+            # a fixed generator per image: an image always encodes to the same latent, alone or in any batch
+            generators = [torch.Generator().manual_seed(0) for _ in range(len(pixels))]
+            scaled = encode_images(vae.vae, pixels, generator=generators)
         return io.NodeOutput(latent_to_comfy(scaled))
 
 

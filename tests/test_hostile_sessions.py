@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from comfy_host import require_comfyui, run_node
+from comfy_host import WORKFLOW_DIR, require_comfyui, run_node
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -359,7 +359,7 @@ def test_remember_picture_never_replaces_a_picture(user, monkeypatch):
 
 # --------------------------------------------------------------------- 6. the conversation in the graph
 def test_the_workflow_names_the_conversation_once():
-    workflow = json.loads((ROOT / "workflows" / "hunyuan_dit_multiturn.json").read_text(encoding="utf-8"))
+    workflow = json.loads((WORKFLOW_DIR / "Hunyuan-DiT - multi-turn drawing with a prompt rewriter.json").read_text(encoding="utf-8"))
     nodes = {node["id"]: node for node in workflow["nodes"]}
     links = {link[0]: link for link in workflow["links"]}
     remember = next(n for n in nodes.values() if n["type"] == "HunyuanDiTConversationImage")

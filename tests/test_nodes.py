@@ -305,10 +305,16 @@ def test_img2img_and_batch_from_a_latent(loaded):
     assert latent["samples"].shape == (1, 4, 8, 10)
     (again,), _ = call_node(HunyuanDiTVAEEncode, image=image, vae=vae)
     torch.testing.assert_close(again["samples"], latent["samples"])  # deterministic, for ComfyUI's cache
+    (pair,), _ = call_node(HunyuanDiTVAEEncode, image=torch.cat([torch.rand(1, 70, 90, 3), image]), vae=vae)
+    assert (pair["samples"][1:] - latent["samples"]).abs().max().item() <= 1e-5  # as encoded alone
     (out,), _ = call_node(HunyuanDiTSampler, model=model, positive=pos, negative=neg, latent=latent,
                           **{**SMALL, "denoise": 0.5, "batch_size": 2})
     assert out["samples"].shape == (2, 4, 8, 10)
     assert not torch.equal(out["samples"][0], latent["samples"][0])
+    (second,), _ = call_node(HunyuanDiTSampler, model=model, positive=pos, negative=neg, latent=latent,
+                             **{**SMALL, "denoise": 0.5, "seed": SMALL["seed"] + 1})
+    # picture 1 == a run with seed + 1 (unscaled latents, ~10: fp32 rounding of the batched DiT)
+    torch.testing.assert_close(out["samples"][1:], second["samples"], atol=1e-4, rtol=1e-5)
 
 
 def test_inpainting_keeps_what_the_mask_keeps(loaded):

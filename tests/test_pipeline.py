@@ -109,6 +109,23 @@ def test_img2img_from_a_picture(pipe):
     assert not torch.allclose(out.latents, plain.latents)
 
 
+@pytest.mark.parametrize("inpaint", [False, True], ids=["img2img", "inpainting"])
+def test_img2img_batch_images_equal_single_runs_with_their_seeds(pipe, inpaint):
+    # the init image's VAE posterior is drawn with each picture's own seed, as a single run draws it
+    src = pipe(PROMPT, NEG, width=64, height=64, steps=2, seed=11).images[0]
+    mask = torch.zeros(64, 64)
+    mask[:, 32:] = 1.0
+    common = dict(width=64, height=64, steps=4, image=src, strength=0.6, mask=mask if inpaint else None)
+    batch = pipe(PROMPT, NEG, seed=100, batch_size=3, **common)
+    prompts = pipe([PROMPT, "另一只猫"], NEG, seed=[100, 101], **common)
+    singles = [pipe(PROMPT, NEG, seed=100 + i, **common).latents for i in range(3)]
+    diff = max((batch.latents[i : i + 1] - singles[i]).abs().max().item() for i in range(3))
+    print(f"img2img batch of 3 vs single runs ({'inpainting' if inpaint else 'img2img'}): max abs diff {diff:.3g}")
+    assert diff <= 1e-5
+    assert (prompts.latents[:1] - singles[0]).abs().max().item() <= 1e-5
+    assert not torch.allclose(batch.latents[1], batch.latents[0], atol=1e-3)
+
+
 def test_inpainting_keeps_unmasked_latents(pipe):
     init = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
     mask = torch.zeros(64, 64)

@@ -12,6 +12,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -88,7 +89,7 @@ def test_node_table_lists_every_node():
 
 
 def test_workflow_table_shows_every_workflow_with_its_thumbnail():
-    for path in sorted((ROOT / "workflows").glob("*.json")):
+    for path in sorted((ROOT / "example_workflows").glob("*.json")):
         row = next((line for line in README.splitlines() if line.startswith("| ") and f"`{path.name}`" in line), None)
         assert row is not None, f"{path.name} is not in README's workflow table"
-        assert f'<img src="workflows/{path.stem}.jpg"' in row
+        assert f'<img src="example_workflows/{quote(path.stem)}.jpg"' in row  # a URL: spaces as %20

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from comfy_host import ROOT, require_comfyui, to_api_prompt
+from comfy_host import WORKFLOW_DIR, require_comfyui, to_api_prompt
 from comfy_host import run_node as call_node
 from comfy_models import DIALOGGEN, tiny_models
 
@@ -35,7 +35,7 @@ from nodes.rewriter import (  # noqa: E402
     rewriter_choices,
 )
 
-WORKFLOW = ROOT / "workflows" / "hunyuan_dit_multiturn.json"
+WORKFLOW = WORKFLOW_DIR / "Hunyuan-DiT - multi-turn drawing with a prompt rewriter.json"
 DRAWN = DIALOGGEN_REPLY.removeprefix("<画图>")
 LOADER = dict(endpoint="http://127.0.0.1:8080/v1", server_model="", dtype="auto", quantize="none", keep_on_gpu=False,
               temperature=-1.0, max_new_tokens=512, llm_seed=-1, timeout=120.0)

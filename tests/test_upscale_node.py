@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from comfy_host import ROOT, require_comfyui, run_node, to_api_prompt
+from comfy_host import WORKFLOW_DIR, require_comfyui, run_node, to_api_prompt
 
 require_comfyui()
 
@@ -17,7 +17,7 @@ from hunyuan_core.upscaler.tiny import make_tiny_upscaler  # noqa: E402
 from nodes import host  # noqa: E402
 from nodes.upscale import NODES, HunyuanDiTUpscale, HunyuanDiTUpscaleModelLoader  # noqa: E402
 
-WORKFLOW = ROOT / "workflows" / "hunyuan_dit_t2i_upscale.json"
+WORKFLOW = WORKFLOW_DIR / "Hunyuan-DiT - text to image, then upscale.json"
 
 
 @pytest.fixture()

@@ -60,6 +60,19 @@ def test_encode_matches_diffusers(tiny_official, vae):
     assert not torch.equal(z, encode_images(vae, images, generator=torch.Generator().manual_seed(3)))
 
 
+def test_encode_with_one_generator_per_image_repeats_each_image_encoded_alone(vae):
+    images = torch.rand(2, 3, 64, 80, generator=torch.Generator().manual_seed(1))
+    gen = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
+    pairs = encode_images(vae, images, generator=[gen(5), gen(6)])
+    alone = [encode_images(vae, images[i : i + 1], generator=gen(5 + i)) for i in range(2)]
+    assert (pairs - torch.cat(alone)).abs().max().item() <= 1e-5
+    one_image = encode_images(vae, images[:1], generator=[gen(5), gen(6), gen(7)])  # one sample per generator
+    assert one_image.shape == (3, 4, 8, 10)
+    assert torch.equal(one_image[1:2], encode_images(vae, images[:1], generator=gen(6)))
+    with pytest.raises(InputError, match="2 images for 3 generators"):
+        encode_images(vae, images, generator=[gen(5), gen(6), gen(7)])
+
+
 def test_ldm_weights_convert_to_the_folder_vae(tiny_comfy, vae, latents):
     converted = load_vae_from_ldm_state_dict(ldm_part(tiny_comfy))  # fp16 in the file, exact in fp32
     a, b = vae.state_dict(), converted.state_dict()

@@ -1,4 +1,4 @@
-"""Every workflow in workflows/, validated and executed by a real ComfyUI server (``POST /prompt``) on tiny
+"""Every workflow in example_workflows/, validated and executed by a real ComfyUI server (``POST /prompt``) on tiny
 models, and node errors as the server reports them.
 
 The only stand-in is the browser's part: a UI-format workflow (what drag-and-drop loads) becomes an
@@ -10,19 +10,24 @@ from __future__ import annotations
 import copy
 import json
 import re
+import urllib.request
+from urllib.parse import quote
 
 import pytest
-from comfy_host import ROOT, http, require_comfyui, to_api_prompt
+from comfy_host import WORKFLOW_DIR, http, require_comfyui, to_api_prompt
 from comfy_models import MISPLACED_VAE
 
 require_comfyui()
 
 from nodes import collect_nodes  # noqa: E402
 
-WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
-OUR_WORKFLOWS = ["hunyuan_dit_t2i_all_in_one", "hunyuan_dit_t2i_official_v11", "hunyuan_dit_img2img",
-                 "hunyuan_dit_inpaint", "hunyuan_dit_t2i_upscale", "hunyuan_dit_multiturn", "hunyuan_dit_t2i_lora",
-                 "hunyuan_dit_controlnet_canny", "hunyuan_dit_controlnet_two", "hunyuan_dit_ip_adapter"]
+WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
+T2I = WORKFLOW_DIR / "Hunyuan-DiT - text to image (all-in-one file).json"
+OFFICIAL = WORKFLOW_DIR / "Hunyuan-DiT - text to image (official release folder).json"
+OUR_WORKFLOWS = [T2I.stem, OFFICIAL.stem, "Hunyuan-DiT - image to image", "Hunyuan-DiT - inpainting",
+                 "Hunyuan-DiT - text to image, then upscale", "Hunyuan-DiT - multi-turn drawing with a prompt rewriter",
+                 "Hunyuan-DiT - text to image with a LoRA", "Hunyuan-DiT - ControlNet (canny edges)",
+                 "Hunyuan-DiT - two ControlNets (canny and depth)", "Hunyuan-DiT - IP-Adapter image prompt"]
 CUSTOM = "custom (width x height below)"
 NODES, FAILURES = collect_nodes()
 FINGERPRINTED = {cls.GET_SCHEMA().node_id for cls in NODES if "fingerprint_inputs" in vars(cls)}
@@ -68,6 +73,19 @@ def test_our_workflows_are_all_there():
     assert {p.stem for p in WORKFLOWS} >= set(OUR_WORKFLOWS)
 
 
+def test_template_browser_lists_the_workflows_by_readable_titles_with_their_pictures(comfyui_server):
+    """ComfyUI's template browser shows each name from ``/api/workflow_templates`` as the title and loads
+    ``<name>.json`` and ``<name>.jpg`` from the pack's folder; a browser sends the spaces as %20."""
+    status, listed = http(f"{comfyui_server.url}/api/workflow_templates")
+    assert status == 200 and sorted(listed["hunyuan_dit"]) == sorted(p.stem for p in WORKFLOWS)
+    for name in listed["hunyuan_dit"]:
+        assert name.startswith("Hunyuan-DiT - ") and "_" not in name, name
+        for suffix in (".json", ".jpg"):
+            url = f"{comfyui_server.url}/api/workflow_templates/hunyuan_dit/{quote(name + suffix)}"
+            with urllib.request.urlopen(url, timeout=60) as response:
+                assert response.read() == (WORKFLOW_DIR / (name + suffix)).read_bytes(), url
+
+
 def test_comfyui_registers_every_node_with_its_schema(comfyui_server):
     info = comfyui_server.object_info
     assert FAILURES == {} and len(NODES) == 20
@@ -107,7 +125,7 @@ def loaded_since_last_prompt(server) -> list[str]:
 
 
 def test_comfyui_keeps_our_models_loaded_between_runs_until_free_unloads_them(comfyui_server):
-    prompt = shrink(to_api_prompt(load(ROOT / "workflows" / "hunyuan_dit_t2i_all_in_one.json"),
+    prompt = shrink(to_api_prompt(load(T2I),
                                   comfyui_server.object_info))
     sampler = node_of(prompt, "HunyuanDiTSampler")
 
@@ -132,7 +150,7 @@ def test_comfyui_keeps_our_models_loaded_between_runs_until_free_unloads_them(co
     (dict(seed=2**64), "bigger than max"),
 ])
 def test_bad_widgets_are_rejected_by_the_server_before_anything_runs(comfyui_server, edit, expected):
-    prompt = to_api_prompt(load(ROOT / "workflows" / "hunyuan_dit_t2i_all_in_one.json"), comfyui_server.object_info)
+    prompt = to_api_prompt(load(T2I), comfyui_server.object_info)
     sampler = node_of(prompt, "HunyuanDiTSampler")
     prompt[sampler]["inputs"].update(edit)
     status, reply = comfyui_server.queue(prompt)
@@ -142,7 +160,7 @@ def test_bad_widgets_are_rejected_by_the_server_before_anything_runs(comfyui_ser
 
 
 def test_the_largest_seed_is_accepted(comfyui_server):
-    prompt = shrink(to_api_prompt(load(ROOT / "workflows" / "hunyuan_dit_t2i_all_in_one.json"),
+    prompt = shrink(to_api_prompt(load(T2I),
                                   comfyui_server.object_info))
     prompt[node_of(prompt, "HunyuanDiTSampler")]["inputs"]["seed"] = 2**64 - 1
     assert comfyui_server.queue(prompt)[0] == 200
@@ -152,14 +170,14 @@ def test_a_missing_or_wrong_model_file_fails_the_run_with_its_reason(comfyui_ser
     """ComfyUI 0.3.64 does not check V3 combo values against their lists, so a model that is not there (a
     saved workflow from another machine) reaches the loader, whose error names the folders searched."""
     info = comfyui_server.object_info
-    prompt = shrink(to_api_prompt(load(ROOT / "workflows" / "hunyuan_dit_t2i_all_in_one.json"), info))
+    prompt = shrink(to_api_prompt(load(T2I), info))
     loader = node_of(prompt, "HunyuanDiTCheckpointLoader")
     prompt[loader]["inputs"]["ckpt_name"] = "checkpoints/missing.safetensors"
     error = run_error(comfyui_server, prompt)
     assert error["node_id"] == loader and error["exception_type"].endswith("ModelFileError")
     assert "'missing.safetensors' not found in the 'checkpoints' model folder; searched" in error["exception_message"]
 
-    official = shrink(to_api_prompt(load(ROOT / "workflows" / "hunyuan_dit_t2i_official_v11.json"), info))
+    official = shrink(to_api_prompt(load(OFFICIAL), info))
     model_loader = node_of(official, "HunyuanDiTModelLoader")
     official[model_loader]["inputs"]["model_name"] = MISPLACED_VAE  # listed, but a VAE where the DiT belongs
     error = run_error(comfyui_server, official)

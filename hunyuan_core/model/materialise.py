@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelFileError, NumericsError
+from ..progress import loading_bar
 
 _FINITE_CHUNK = 1 << 24  # values checked per pass, so a big tensor never needs a same-sized boolean copy
 _ISFINITE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -44,7 +45,8 @@ def build_with_weights(
     only) and assigned. Tensors shared under two names (tied weights) are cast once. Missing weights raise
     ModelFileError saying how many and which; extra ones are ignored (with a warning if asked). A weight that
     is not floating point where the model's is, or that holds NaN/Inf after the cast, is refused (ModelFileError,
-    NumericsError) naming the first such tensor."""
+    NumericsError) naming the first such tensor. Big weights draw a bar on stderr while they are read
+    (:func:`hunyuan_core.progress.loading_bar`)."""
     with torch.device("meta"):
         try:
             model = factory()
@@ -69,17 +71,25 @@ def build_with_weights(
         if extra:
             warnings.warn(f"{what}: ignoring {len(extra)} tensors that are not part of the model, e.g. {', '.join(extra[:4])}")
     cast: dict[int, torch.Tensor] = {}
-    for k in expected:
-        t = sd[k]
-        if id(t) not in cast:
-            cast[id(t)] = t.to(device=device, dtype=dtype if t.is_floating_point() else None)
+    total = sum({id(sd[k]): sd[k].nbytes for k in expected}.values())
+    bar, done = loading_bar(total, what), 0
+    try:
+        for k in expected:
+            t = sd[k]
+            if id(t) in cast:  # tied weights: cast and checked once
+                continue
+            # a memory-mapped file is read here, by the cast or else by the check
+            cast[id(t)] = weight = t.to(device=device, dtype=dtype if t.is_floating_point() else None)
+            if first_non_finite([(k, weight)]) is not None:
+                raise NumericsError(
+                    f"{what}: weight '{k}' holds NaN or Inf values (as {str(weight.dtype).replace('torch.', '')}); "
+                    "the file is corrupt, or its values overflow this precision: download it again or load in float32"
+                )
+            done += t.nbytes
+            bar(done, total)
+    finally:
+        bar.close()
     weights = {k: cast[id(sd[k])] for k in expected}
-    bad = first_non_finite({id(t): (k, t) for k, t in weights.items()}.values())  # tied weights checked once
-    if bad is not None:
-        raise NumericsError(
-            f"{what}: weight '{bad}' holds NaN or Inf values (as {str(weights[bad].dtype).replace('torch.', '')}); "
-            "the file is corrupt, or its values overflow this precision: download it again or load in float32"
-        )
     try:
         model.load_state_dict(weights, strict=True, assign=True)
     except RuntimeError as exc:

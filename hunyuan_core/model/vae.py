@@ -7,6 +7,8 @@ with SDXL's scaling factor 0.13025 (reference/hunyuandit-official.md §3). Readi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from ..errors import InputError
@@ -72,19 +74,31 @@ def decode_latents(vae, latents: torch.Tensor, tiled: bool = False, *, tile_size
     return (x.float() / 2 + 0.5).clamp(0, 1)
 
 
-def encode_images(vae, images: torch.Tensor, generator: torch.Generator | None = None, mode: bool = False) -> torch.Tensor:
+def encode_images(vae, images: torch.Tensor, generator: torch.Generator | Sequence[torch.Generator] | None = None,
+                  mode: bool = False) -> torch.Tensor:
     """Images [B,3,H,W] in 0..1 (H, W multiples of 8) -> scaled latents [B,C,H/8,W/8] float32, sampled
     from the posterior as the official pipeline does (``latent_dist.sample() * scaling_factor``), or its
-    ``mode`` (deterministic: ControlNet hints, as ComfyUI encodes them)."""
+    ``mode`` (deterministic: ControlNet hints, as ComfyUI encodes them).
+
+    A list of generators gives one latent per generator, image i drawn from generator i (one image: each
+    generator draws its own sample of it), so every latent equals its image encoded alone with its generator."""
     f = _spatial_factor(vae)
     if images.ndim != 4 or images.shape[1] != vae.config.in_channels or images.shape[2] % f or images.shape[3] % f:
         raise InputError(
             f"images must be [B, {vae.config.in_channels}, H, W] with H and W multiples of {f}; got shape {tuple(images.shape)}"
         )
+    per_image = isinstance(generator, Sequence)
+    if per_image and len(images) not in (1, len(generator)):
+        raise InputError(f"{len(images)} images for {len(generator)} generators: give one image, or one per generator")
     sf, shift = _scale(vae)
     param = next(vae.parameters())
     x = images.to(device=param.device, dtype=param.dtype) * 2 - 1
     with torch.no_grad():
         posterior = vae.encode(x, return_dict=False)[0]
-        z = posterior.mode() if mode else posterior.sample(generator=generator)
+        if mode:
+            z = posterior.mode()
+        elif per_image and len(images) == 1:
+            z = torch.cat([posterior.sample(generator=g) for g in generator])
+        else:
+            z = posterior.sample(generator=list(generator) if per_image else generator)
     return ((z - shift) * sf).float()
