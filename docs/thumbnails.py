@@ -1,4 +1,4 @@
-"""Draw ``example_workflows/<name>.jpg``, the thumbnail ComfyUI's template browser shows beside each workflow: the graph
+"""Draw ``workflows/<name>.jpg``, the thumbnail ComfyUI's template browser shows beside each workflow: the graph
 itself (nodes where the canvas puts them, named as on the canvas, wires coloured by type), scaled to fit.
 
     python docs/thumbnails.py            # the workflows that have no thumbnail yet
@@ -92,10 +92,10 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Draw example_workflows/<name>.jpg for ComfyUI's template browser.")
+    parser = argparse.ArgumentParser(description="Draw workflows/<name>.jpg for ComfyUI's template browser.")
     parser.add_argument("--all", action="store_true", help="redraw every thumbnail, not only the missing ones")
     args = parser.parse_args(argv)
-    for path in sorted((ROOT / "example_workflows").glob("*.json")):
+    for path in sorted((ROOT / "workflows").glob("*.json")):
         target = path.with_suffix(".jpg")
         if target.exists() and not args.all:
             continue

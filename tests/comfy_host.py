@@ -37,7 +37,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW_DIR = ROOT / "example_workflows"  # where ComfyUI's template browser looks first
+WORKFLOW_DIR = ROOT / "workflows"  # one of the folders ComfyUI serves a pack's templates from
 if str(ROOT) not in sys.path:  # the pack's `nodes` package lives at the repository root
     sys.path.insert(0, str(ROOT))
 

@@ -51,8 +51,8 @@ def test_wheel_metadata_carries_the_license(tmp_path):
     ("tests/test_cli.py", True), ("bench/bench_speed.py", True), (".ci/run", True), ("docs/thumbnails.py", True),
     ("hunyuan_core/cli.py", False), ("nodes/sampling.py", False), ("__init__.py", False), ("LICENSE", False),
     ("pyproject.toml", False), ("README.md", False),
-    ("example_workflows/Hunyuan-DiT - image to image.json", False),
-    ("example_workflows/Hunyuan-DiT - image to image.jpg", False), ("docs/architecture.md", False),
+    ("workflows/Hunyuan-DiT - image to image.json", False),
+    ("workflows/Hunyuan-DiT - image to image.jpg", False), ("docs/architecture.md", False),
     ("hunyuan_core/upscaler/tests_like_name.py", False),
 ])
 def test_comfyignore_leaves_out_development_files(tmp_path, path, left_out):
@@ -76,7 +76,7 @@ def test_every_workflow_has_its_thumbnail():
     """ComfyUI 0.3.64's template browser loads ``/api/workflow_templates/<pack>/<name>.jpg`` for each workflow."""
     from PIL import Image
 
-    workflows = sorted((ROOT / "example_workflows").glob("*.json"))
+    workflows = sorted((ROOT / "workflows").glob("*.json"))
     assert workflows
     for path in workflows:
         with Image.open(path.with_suffix(".jpg")) as thumbnail:
@@ -87,7 +87,7 @@ def test_workflow_names_are_titles_that_survive_packing_and_urls():
     """The name is the template browser's title. The registry's packer reads plain ``git ls-files`` output (which
     quotes non-ASCII names) and the browser puts the name into URLs unescaped: ASCII letters, digits, spaces and
     ``-,()`` only."""
-    for path in (ROOT / "example_workflows").glob("*.json"):
+    for path in (ROOT / "workflows").glob("*.json"):
         assert re.fullmatch(r"Hunyuan-DiT - [A-Za-z0-9 ,()-]+", path.stem), path.name
         listed = subprocess.run(["git", "ls-files", "--", path.name], cwd=path.parent, capture_output=True, text=True)
         assert listed.stdout.strip() in ("", path.name)  # "" outside a git checkout (an unpacked zip)

@@ -89,7 +89,7 @@ def test_node_table_lists_every_node():
 
 
 def test_workflow_table_shows_every_workflow_with_its_thumbnail():
-    for path in sorted((ROOT / "example_workflows").glob("*.json")):
+    for path in sorted((ROOT / "workflows").glob("*.json")):
         row = next((line for line in README.splitlines() if line.startswith("| ") and f"`{path.name}`" in line), None)
         assert row is not None, f"{path.name} is not in README's workflow table"
-        assert f'<img src="example_workflows/{quote(path.stem)}.jpg"' in row  # a URL: spaces as %20
+        assert f'<img src="workflows/{quote(path.stem)}.jpg"' in row  # a URL: spaces as %20

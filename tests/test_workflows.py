@@ -1,4 +1,4 @@
-"""Every workflow in example_workflows/, validated and executed by a real ComfyUI server (``POST /prompt``) on tiny
+"""Every workflow in workflows/, validated and executed by a real ComfyUI server (``POST /prompt``) on tiny
 models, and node errors as the server reports them.
 
 The only stand-in is the browser's part: a UI-format workflow (what drag-and-drop loads) becomes an
