@@ -15,6 +15,14 @@ from .control import PreparedControl
 from .model import check_controlnet
 
 
+def active_controls(controls: Sequence[PreparedControl]) -> list[PreparedControl]:
+    """The controls that act on some step (strength not zero), after checking each was prepared for a run."""
+    for item in controls:
+        if not isinstance(item, PreparedControl):
+            raise InputError(f"controls takes prepared controls (hy.prepare_controls); found {type(item).__name__}")
+    return [c for c in controls if c.active]
+
+
 class ControlStack:
     """``stack(x, t, fraction)``: the summed controls for the DiT's ``controls=``, or None when no ControlNet
     is active at a step starting ``fraction`` into the run. ``texts``, ``image_meta_size`` and ``style`` are
@@ -23,10 +31,7 @@ class ControlStack:
     def __init__(self, controls: Sequence[PreparedControl], dit: HunyuanDiT, texts: TextEmbeddings,
                  image_meta_size: torch.Tensor | None, style: torch.Tensor | None, *, images: int, guided: bool,
                  latent_size: tuple[int, int]):
-        for item in controls:
-            if not isinstance(item, PreparedControl):
-                raise InputError(f"controls takes prepared controls (hy.prepare_controls); found {type(item).__name__}")
-        self.items = [c for c in controls if c.active]
+        self.items = active_controls(controls)
         self.contexts: dict[int, TextContext] = {}
         self.conditions: list[torch.Tensor] = []
         for item in self.items:

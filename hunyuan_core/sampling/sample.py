@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..controlnet.control import PreparedControl
+from ..controlnet.stack import active_controls
 from ..errors import InputError
 from ..model.dit import HunyuanDiT
 from ..model.text_encoder import TextEmbeddings
@@ -78,7 +79,7 @@ def sample(
         raise InputError("guidance_scale > 1 needs a negative prompt encoding")
     device = dit.device
     check_memory(dit.config, dit.dtype, device, width, height, 2 * n if guided else n,
-                 len({id(c.controlnet) for c in controls if c.active}))
+                 len({id(c.controlnet) for c in active_controls(controls)}))
     source = None
     if init_latents is not None:  # one image to start all from, or one per image
         source = init_latents.to(device)
