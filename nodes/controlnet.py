@@ -13,6 +13,7 @@ import torch
 
 from hunyuan_core import Control, ControlNet, check_controlnet, load_controlnet
 from hunyuan_core.controlnet import RESIZE_MODES, decaying_strengths
+from hunyuan_core.controlnet.preprocess import canny
 from hunyuan_core.errors import InputError
 from hunyuan_core.settings.devices import DTYPES
 
@@ -25,6 +26,7 @@ from ._common import (
     ModelHandle,
     VAEHandle,
     check_percent_range,
+    images_to_comfy,
     images_to_core,
     io,
     resolve_dtype,
@@ -152,4 +154,34 @@ class HunyuanDiTControlNetApply(io.ComfyNode):
         return io.NodeOutput(replace(model, controls=(*model.controls, (control, vae.vae))))
 
 
-NODES = [HunyuanDiTControlNetLoader, HunyuanDiTControlNetApply]
+class HunyuanDiTCanny(io.ComfyNode):
+    """Canny edges made as the official ControlNets' training hints were (``cv2.Canny`` on the RGB picture)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HunyuanDiTCanny",
+            display_name="HunyuanDiT Canny (official edges)",
+            category=CONDITIONING_CATEGORY,
+            description=(
+                "White edges on black exactly as the official canny ControlNets were trained on (OpenCV's Canny, "
+                "thresholds 100/200). ComfyUI's own Canny node draws different edges. Needs opencv-python-headless."
+            ),
+            inputs=[
+                io.Image.Input("image", tooltip="The picture whose edges guide the image."),
+                io.Int.Input("low_threshold", default=100, min=0, max=1000, tooltip=(
+                    "Gradients below this are never edges (official: 100)."
+                )),
+                io.Int.Input("high_threshold", default=200, min=0, max=1000, tooltip=(
+                    "Gradients above this always are; between the two only when joined to one (official: 200)."
+                )),
+            ],
+            outputs=[io.Image.Output(display_name="edges", tooltip="The hint for HunyuanDiT Apply ControlNet.")],
+        )
+
+    @classmethod
+    def execute(cls, image: torch.Tensor, low_threshold: int, high_threshold: int) -> io.NodeOutput:
+        return io.NodeOutput(images_to_comfy(canny(images_to_core(image), low_threshold, high_threshold)))
+
+
+NODES = [HunyuanDiTControlNetLoader, HunyuanDiTControlNetApply, HunyuanDiTCanny]

@@ -14,7 +14,7 @@ from comfy_host import require_comfyui
 from comfy_host import run_node as call_node
 from comfy_models import ALL_IN_ONE, CONTROLNET_CANNY, CONTROLNET_DEPTH, CONTROLNET_V11, EXAMPLE_IMAGE, tiny_models
 from kornia.filters import canny as kornia_canny
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFilter
 from safetensors.torch import load_file
 
 require_comfyui()
@@ -30,6 +30,7 @@ from nodes.controlnet import (  # noqa: E402
     CONSTANT,
     CUSTOM,
     OFFICIAL_DECAY,
+    HunyuanDiTCanny,
     HunyuanDiTControlNetApply,
     HunyuanDiTControlNetLoader,
     schedule_weights,
@@ -227,6 +228,30 @@ def example_image() -> torch.Tensor:
 def comfy_canny(image: torch.Tensor, low: float, high: float) -> torch.Tensor:
     """What ComfyUI's Canny node computes (kornia's canny on the [0, 1] image, edges as 3 channels)."""
     return kornia_canny(image.movedim(-1, 1), low, high)[1].repeat(1, 3, 1, 1).movedim(1, -1)
+
+
+def test_the_canny_node_draws_opencvs_edges_as_the_training_did(cn_host):
+    import cv2
+
+    shapes = Image.new("RGB", (96, 64), (30, 60, 200))
+    draw = ImageDraw.Draw(shapes)
+    draw.ellipse((10, 8, 50, 56), fill=(240, 200, 40))
+    draw.rectangle((58, 20, 90, 44), fill=(120, 120, 120))
+    photos = np.stack([np.asarray(shapes.filter(ImageFilter.GaussianBlur(1.5))),
+                       (np.random.default_rng(0).random((64, 96, 3)) * 255).astype(np.uint8)])
+    image = torch.from_numpy(photos).float() / 255  # a ComfyUI IMAGE, as Load Image makes it
+    (edges,), _ui = call_node(HunyuanDiTCanny, image=image, low_threshold=100, high_threshold=200)
+    expected = np.stack([np.repeat(cv2.Canny(p, 100, 200)[..., None], 3, axis=-1) for p in photos])
+    assert edges.shape == (2, 64, 96, 3) and edges.dtype == torch.float32
+    assert np.array_equal((edges.numpy() * 255).round().astype(np.uint8), expected) and expected.any()
+    comfy = (kornia_canny(image.movedim(-1, 1), 0.4, 0.8)[1] > 0.5).squeeze(1).numpy()
+    assert (comfy != (expected[..., 0] > 0)).mean() > 0.01  # ComfyUI's Canny: other edges
+    (strict,), _ui = call_node(HunyuanDiTCanny, image=image, low_threshold=300, high_threshold=600)
+    assert strict[0].sum() == 0 < edges[0].sum()  # the blurred shapes' gradients stay under 300
+    with pytest.raises(InputError, match="0 <= low <= high; got low=200, high=100"):
+        call_node(HunyuanDiTCanny, image=image, low_threshold=200, high_threshold=100)
+    schema = HunyuanDiTCanny.GET_SCHEMA()
+    assert (schema.display_name, schema.category) == ("HunyuanDiT Canny (official edges)", "HunyuanDiT/conditioning")
 
 
 def test_two_branches_with_different_controls_from_one_loader_are_both_right(comfyui_server, cn_host):

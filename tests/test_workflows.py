@@ -88,7 +88,7 @@ def test_template_browser_lists_the_workflows_by_readable_titles_with_their_pict
 
 def test_comfyui_registers_every_node_with_its_schema(comfyui_server):
     info = comfyui_server.object_info
-    assert FAILURES == {} and len(NODES) == 20
+    assert FAILURES == {} and len(NODES) == 21
     for cls in NODES:
         schema = cls.GET_SCHEMA()
         entry = info[schema.node_id]
