@@ -24,7 +24,7 @@ class ControlNet(DiTFrontEnd):
 
     def __init__(self, config: DiTConfig):
         super().__init__(config)
-        count = config.depth // 2 - 1
+        count = config.skip_count
         self.blocks = nn.ModuleList(HunyuanDiTBlock(config, skip=False) for _ in range(count))
         self.before_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.after_proj_list = nn.ModuleList(nn.Linear(config.hidden_size, config.hidden_size) for _ in range(count))

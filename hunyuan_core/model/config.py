@@ -64,6 +64,12 @@ class DiTConfig:
         return self.out_channels == 2 * self.in_channels
 
     @property
+    def skip_count(self) -> int:
+        """How many long skips the first half passes to the second (blocks 0 .. depth/2 - 2): one ControlNet
+        block and one control each."""
+        return self.depth // 2 - 1
+
+    @property
     def version(self) -> str:
         """The release family: ``"1.1"`` for the size/style-conditioned v1.0 and v1.1, ``"1.2"`` otherwise
         (keys of ``versions.VERSION_DEFAULTS``)."""

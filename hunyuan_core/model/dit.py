@@ -275,11 +275,6 @@ class HunyuanDiT(DiTFrontEnd):
             self._image_cache = (embeds.clone(), [block.attn2.image_kv(tokens) for block in self.blocks])
         return self._image_cache[1]
 
-    @property
-    def skip_count(self) -> int:
-        """How many long skips the first half passes to the second (blocks 0 .. depth/2 - 2): one control each."""
-        return self.config.depth // 2 - 1
-
     def forward(
         self,
         x: torch.Tensor,
@@ -308,8 +303,8 @@ class HunyuanDiT(DiTFrontEnd):
         """
         cfg = self.config
         b, _, h, w = x.shape
-        if controls is not None and len(controls) != self.skip_count:
-            raise InputError(f"{len(controls)} controls for a DiT with {self.skip_count} skip connections; "
+        if controls is not None and len(controls) != self.config.skip_count:
+            raise InputError(f"{len(controls)} controls for a DiT with {self.config.skip_count} skip connections; "
                              "expected one per skip (a ControlNet made for this DiT)")
         text = (encoder_hidden_states, text_embedding_mask, encoder_hidden_states_t5, text_embedding_mask_t5,
                 image_meta_size, style)
@@ -326,7 +321,7 @@ class HunyuanDiT(DiTFrontEnd):
                 if controls is not None:
                     skip = skip + controls[cfg.depth - 1 - i].to(skip)
             x = block(x, c, context.kv[i], rope, skip, image_kv[i], t_scale, i_scale)
-            if i < self.skip_count:
+            if i < self.config.skip_count:
                 skips.append(x)
         x = self.final_layer(x, c)
         p, oc = cfg.patch_size, cfg.out_channels

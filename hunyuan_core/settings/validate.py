@@ -167,11 +167,11 @@ def dit_activation_bytes(config: DiTConfig, dtype: torch.dtype, width: int, heig
                          controlnets: int = 0) -> int:
     """The DiT's activation memory for one step [estimate]: the long skips of the first half of the blocks plus
     one block's working set (``limits.BLOCK_WORKING_SET``) for every token row. With ``controlnets``, their
-    residuals (one per copied block, ``depth / 2 - 1``) are held too: the running sum, and the next ControlNet's
-    own while it computes."""
+    residuals (one per copied block, ``config.skip_count``) are held too: the running sum, and the next
+    ControlNet's own while it computes."""
     tokens = token_rows(width, height, rows, config.patch_size)
     per_block = tokens * config.hidden_size * (torch.finfo(dtype).bits // 8)
-    return per_block * (config.depth // 2 + BLOCK_WORKING_SET + min(controlnets, 2) * (config.depth // 2 - 1))
+    return per_block * (config.depth // 2 + BLOCK_WORKING_SET + min(controlnets, 2) * config.skip_count)
 
 
 def check_memory(config: DiTConfig, dtype: torch.dtype, device: torch.device, width: int, height: int, rows: int,
